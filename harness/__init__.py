@@ -1,0 +1,3 @@
+"""kdump-hotplug harness: hot-plug swarms, panics and vmcores under QEMU, checked against the topology."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""One source of timeouts and deadlines.
+
+Every wait in the harness polls a predicate against a monotonic deadline and fails with
+an error naming what did not happen.  Base values are for KVM; ``scale()`` stretches them
+for TCG (and ``KDUMP_HARNESS_TIMEOUT_SCALE`` for slow hosts), as syzkaller does with its
+single timeout factor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Callable, TypeVar
+
+from .errors import HarnessError
+
+T = TypeVar("T")
+
+#: TCG emulates every instruction; measured here, TCG boots take roughly 3x KVM's.
+TCG_FACTOR = 3.0
+
+
+def _env_factor() -> float:
+    raw = os.environ.get("KDUMP_HARNESS_TIMEOUT_SCALE", "1")
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise HarnessError(
+            f"KDUMP_HARNESS_TIMEOUT_SCALE={raw!r} is not a number (try 1.5)"
+        ) from exc
+    if value <= 0:
+        raise HarnessError(f"KDUMP_HARNESS_TIMEOUT_SCALE={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Base timeouts in seconds (KVM); use ``for_accel`` to get the scaled set."""
+
+    boot: float = 20.0            # QEMU start to guest userspace ready
+    ssh_connect: float = 10.0
+    command: float = 60.0          # one guest command, unless the caller says otherwise
+    kdump_load: float = 20.0
+    qmp_command: float = 10.0
+    hotplug_event: float = 10.0    # device_add to its ACPI_DEVICE_OST / DEVICE_DELETED
+    settle: float = 30.0           # a swarm's end to the guest showing all of it
+    panic: float = 10.0            # trigger to "Kernel panic" on the console
+    capture_boot: float = 30.0     # panic to capture-kernel userspace
+    dump_write: float = 120.0      # capture userspace to "dump written"
+    shutdown: float = 10.0
+    factor: float = 1.0
+
+    @classmethod
+    def for_accel(cls, accel: str) -> "Timeouts":
+        """The base values stretched for ``accel`` ("tcg" or "kvm") and the environment."""
+        factor = (TCG_FACTOR if accel == "tcg" else 1.0) * _env_factor()
+        base = cls()
+        scaled = {f.name: getattr(base, f.name) * factor for f in fields(cls) if f.name != "factor"}
+        return cls(factor=factor, **scaled)
+
+
+class DeadlineExceeded(HarnessError):
+    """A wait ran out of time; the message names what did not happen."""
+
+
+class Deadline:
+    """A point on the monotonic clock, with the question of how much time is left."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.start = time.monotonic()
+        self.end = self.start + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def fail(self, detail: str | None = None) -> DeadlineExceeded:
+        msg = f"{self.what} did not happen within {self.seconds:.1f} s"
+        return DeadlineExceeded(msg, details=detail)
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value, or raise naming ``what``.
+
+    ``describe`` is called on failure to say what state things were left in.
+    """
+    deadline = Deadline(timeout, what)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if deadline.expired():
+            raise deadline.fail(describe() if describe else None)
+        time.sleep(min(interval, deadline.remaining()) or interval)
