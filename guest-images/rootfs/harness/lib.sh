@@ -1,0 +1,43 @@
+# Shared shell helpers for /init and the /harness scripts (busybox ash).
+
+# say MSG: a protocol line on the console, always on its own line.
+say() {
+    echo "HARNESS: $*" > /dev/console
+}
+
+uptime_s() {
+    cut -d' ' -f1 /proc/uptime
+}
+
+# param NAME DEFAULT: the value of harness.NAME= on the kernel command line.
+param() {
+    for word in $(cat /proc/cmdline); do
+        case "$word" in
+            harness.$1=*) echo "${word#harness.$1=}"; return 0 ;;
+        esac
+    done
+    echo "$2"
+}
+
+# load_modules GROUP...: insmod every module listed (dependencies first) in each group.
+# A group file that does not exist means everything in it is built in.
+load_modules() {
+    for group in "$@"; do
+        [ -f "/etc/harness/modules/$group" ] || continue
+        while read -r ko; do
+            [ -n "$ko" ] || continue
+            name=$(basename "$ko" .ko | tr - _)
+            grep -q "^$name " /proc/modules && continue
+            insmod "$ko" 2>>/run/harness/modules.log || echo "insmod $ko failed" >> /run/harness/modules.log
+        done < "/etc/harness/modules/$group"
+    done
+}
+
+# kernel_at_least MAJOR MINOR: is the running kernel at least that version?
+kernel_at_least() {
+    rel=$(uname -r)
+    major=${rel%%.*}
+    rest=${rel#*.}
+    minor=${rest%%[!0-9]*}
+    [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }
+}

@@ -1,0 +1,70 @@
+"""The ``kdump-harness`` command line.
+
+Each command group lives in its own module with a ``register(subparsers)`` function;
+errors the harness raises on purpose are printed as one clear line (plus evidence) and
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from ..errors import GuestError, HarnessError, InfrastructureError, UsageError
+
+#: Command modules, in the order their commands appear in ``--help``.
+COMMAND_MODULES = ("run", "boot", "swarm", "crash", "vmcore", "images", "doctor", "bench")
+
+EXIT_OK = 0
+EXIT_FINDING = 1      # the guest or the dump is wrong: a result, not a crash
+EXIT_USAGE = 2
+EXIT_INFRA = 3        # the harness, QEMU or the host failed: says nothing about the kernel
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdump-harness",
+        description="Boot Linux guests under QEMU, hot-plug DIMMs and vCPUs, panic them, "
+                    "capture a vmcore with kdump and check it against the topology.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # a command group not built yet
+            raise
+        register: Callable[[argparse._SubParsersAction], None] = module.register  # type: ignore[type-arg]
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"kdump-harness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfrastructureError as exc:
+        print(f"kdump-harness: harness error: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except GuestError as exc:
+        print(f"kdump-harness: {exc}", file=sys.stderr)
+        return EXIT_FINDING
+    except HarnessError as exc:
+        print(f"kdump-harness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("kdump-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Options shared by the commands that boot a guest, and the run-directory convention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..cmdline import parse_size
+from ..errors import UsageError
+from ..machine import CAPTURE_MODES, KEXEC_MODES, GuestConfig
+
+PROFILES = ("bookworm", "trixie", "sid")
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("guest image")
+    g.add_argument("--profile", default="trixie", choices=PROFILES,
+                   help="Debian kernel and userspace: bookworm (6.1), trixie (6.12), sid (7.x)")
+    g.add_argument("--flavour", default="cloud", choices=("cloud", "generic"),
+                   help="kernel flavour (cloud boots faster)")
+    g.add_argument("--kernel", type=Path, help="your own bzImage instead of the profile's kernel")
+    g.add_argument("--modules", type=Path,
+                   help="modules tree for --kernel (INSTALL_MOD_PATH of make modules_install)")
+    g.add_argument("--config", type=Path, help="the .config of --kernel, checked before booting")
+    g.add_argument("--mirror", help="Debian mirror URI (default: the host's apt configuration)")
+
+
+def add_guest_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("guest machine")
+    g.add_argument("--memory", default="1G", help="boot memory (default 1G)")
+    g.add_argument("--cpus", type=int, default=2, help="vCPUs at boot (default 2)")
+    g.add_argument("--maxcpus", type=int, default=8, help="vCPU slots for hot-plug (default 8)")
+    g.add_argument("--slots", type=int, default=64, help="DIMM slots (default 64)")
+    g.add_argument("--maxmem", default="20G", help="memory ceiling for hot-plug (default 20G)")
+    g.add_argument("--crashkernel", default="256M", help="crashkernel= reservation (default 256M)")
+    g.add_argument("--kexec", default="file", choices=KEXEC_MODES,
+                   help="how to load the capture kernel: file (kexec_file_load), "
+                        "classic (kexec_load --hotplug) or none")
+    g.add_argument("--no-kexec-hotplug", action="store_true",
+                   help="with --kexec classic: do not pass --hotplug")
+    g.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                   help="auto tries KVM with a probe boot and falls back to TCG")
+    g.add_argument("--memhp-default-state", default="online_movable",
+                   help="how hot-added memory comes online (online, online_movable, offline)")
+    g.add_argument("--append", action="append", default=[], metavar="ARG",
+                   help="extra first-kernel command line word (repeatable)")
+    g.add_argument("--out", type=Path, help="run directory for the evidence "
+                                            "(default: ./runs/<command>-<time>)")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
+    """Build a validated ``GuestConfig`` from parsed options."""
+    capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))
+    if capture not in CAPTURE_MODES:
+        raise UsageError(f"--mode must be one of {', '.join(CAPTURE_MODES)}")
+    cfg = GuestConfig(
+        memory=parse_size(args.memory), cpus=args.cpus, max_cpus=args.maxcpus,
+        memory_slots=args.slots, max_memory=parse_size(args.maxmem),
+        crashkernel=args.crashkernel, kexec=args.kexec,
+        kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=args.accel,
+        memhp_default_state=args.memhp_default_state or None,
+        kernel_args=tuple(args.append), **overrides)
+    cfg.validate()
+    return cfg
+
+
+def build_image_from_args(args: argparse.Namespace) -> Any:
+    """Build (or take from the cache) the image the options ask for."""
+    from ..images import build_image
+
+    if (args.modules or args.config) and not args.kernel:
+        raise UsageError("--modules and --config go with --kernel")
+    return build_image(args.profile, flavour=args.flavour, kernel=args.kernel,
+                       modules_dir=args.modules, config=args.config, mirror=args.mirror)
+
+
+def run_dir(args: argparse.Namespace, command: str) -> Path:
+    if args.out:
+        path = Path(args.out)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{command}-{stamp}-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def fmt_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:6.2f} s"

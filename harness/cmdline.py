@@ -1,0 +1,177 @@
+"""Pure builders for QEMU command lines and guest kernel command lines.
+
+Nothing here starts a process: every function maps a frozen spec to a list of strings,
+so the whole command line is unit-tested without QEMU.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+#: Guests with less than 64 GiB use 128 MiB memory blocks on x86_64; DIMMs must be multiples.
+DEFAULT_MEMORY_BLOCK = 128 * MiB
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Parse ``256M``, ``1G``, ``4096`` (bytes), ``2GiB`` into bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UsageError(f"not a size: {text!r} (use e.g. 256M or 1G)")
+    scale = {"": 1, "K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}[m.group(2).upper()]
+    return int(m.group(1)) * scale
+
+
+def format_size(nbytes: int) -> str:
+    """``268435456`` -> ``256M``; the inverse of ``parse_size`` for whole units."""
+    for unit, scale in (("T", 1 << 40), ("G", GiB), ("M", MiB), ("K", 1 << 10)):
+        if nbytes and nbytes % scale == 0:
+            return f"{nbytes // scale}{unit}"
+    return str(nbytes)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything that shapes one QEMU process."""
+
+    kernel: Path
+    initrd: Path
+    append: str
+    qmp_socket: Path
+    console_socket: Path
+    accel: str = "tcg"                       # "tcg" or "kvm"
+    memory: int = 1 * GiB
+    memory_slots: int = 64
+    max_memory: int = 20 * GiB
+    cpus: int = 2
+    max_cpus: int = 8
+    ssh: bool = True                          # user-mode net with a loopback-only SSH forward
+    disks: tuple[Path, ...] = ()              # raw virtio-blk disks (dump targets)
+    firmware: Path | None = None              # e.g. qboot.rom; None = QEMU's default SeaBIOS
+    tcg_cpu_hotplug_quirk: bool = True        # see _cpu_args
+    extra_args: tuple[str, ...] = field(default=())
+
+    def validate(self) -> None:
+        if self.accel not in ("tcg", "kvm"):
+            raise UsageError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
+        if self.memory % (128 * MiB):
+            raise UsageError(f"guest memory {format_size(self.memory)} is not a multiple of 128M")
+        if self.max_memory < self.memory:
+            raise UsageError("maxmem must be at least the boot memory")
+        if not 1 <= self.cpus <= self.max_cpus:
+            raise UsageError(f"need 1 <= cpus ({self.cpus}) <= maxcpus ({self.max_cpus})")
+        if self.max_cpus > 255:
+            raise UsageError("more than 255 vCPUs needs x2APIC/IOMMU setup the harness does not do")
+
+
+def _cpu_args(spec: MachineSpec) -> list[str]:
+    if spec.accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host",
+                "-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},cores=1,threads=1"]
+    args = ["-accel", "tcg,thread=multi"]
+    if spec.tcg_cpu_hotplug_quirk:
+        # Debian 6.12.107 carries the stable backport of "x86/acpi/boot: Correct
+        # acpi_is_processor_usable() check again": disabled MADT entries (QEMU's hot-plug
+        # slots) are ignored unless Linux recognises a hypervisor, and it does not recognise
+        # TCG, so hot-added CPUs could never come online.  Hiding the hypervisor bit and
+        # presenting a VMware DMI serial with the vmport backdoor makes Linux detect VMware.
+        # One core per socket keeps every slot a whole socket, which the ACPI path expects.
+        args += ["-cpu", "max,hypervisor=off"]
+        smbios = ["-smbios", "type=1,serial=VMware-56 4d 00 00 00 00 00 00-00 00 00 00 00 00 00 00"]
+        args += smbios
+    else:
+        args += ["-cpu", "max"]
+    args += ["-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},cores=1,threads=1"]
+    return args
+
+
+def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str]:
+    """The full QEMU argv for ``spec``."""
+    spec.validate()
+    machine = "q35,vmport=on" if spec.accel == "tcg" and spec.tcg_cpu_hotplug_quirk else "q35"
+    args = [
+        binary,
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-machine", machine,
+        *_cpu_args(spec),
+        "-m", f"{spec.memory // MiB}M,slots={spec.memory_slots},maxmem={spec.max_memory // MiB}M",
+        "-kernel", str(spec.kernel),
+        "-initrd", str(spec.initrd),
+        "-append", spec.append,
+        "-chardev", f"socket,id=console,path={spec.console_socket}",
+        "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={spec.qmp_socket}",
+        "-mon", "chardev=qmp,mode=control",
+    ]
+    if spec.firmware is not None:
+        args += ["-bios", str(spec.firmware)]
+    if spec.ssh:
+        # Host port 0: QEMU picks a free port itself, so parallel guests never race for one;
+        # the harness reads the chosen port back with "info usernet".
+        args += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+                 "-device", "virtio-net-pci,netdev=net0,romfile="]
+    for i, disk in enumerate(spec.disks):
+        args += ["-drive", f"file={disk},format=raw,if=none,id=disk{i},cache=unsafe",
+                 "-device", f"virtio-blk-pci,drive=disk{i},serial=harness{i}"]
+    args += list(spec.extra_args)
+    return args
+
+
+def render_command(argv: list[str]) -> str:
+    """A copy-pasteable shell form of ``argv``, for artifacts and error messages."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+@dataclass(frozen=True)
+class GuestKernelOptions:
+    """The first kernel's command line, built from intent rather than strings."""
+
+    crashkernel: str = "256M"
+    console: str = "ttyS0,115200"
+    memhp_default_state: str | None = "online_movable"
+    nokaslr: bool = True
+    crash_debug: bool = True           # dynamic debug for crash_core.c / crash.c / kexec_file.c
+    nmi_panic: bool = True             # panic on unknown NMIs, for QMP inject-nmi
+    extra: tuple[str, ...] = ()
+    harness: tuple[tuple[str, str], ...] = ()   # harness.KEY=VALUE pairs read by /init
+
+    def render(self) -> str:
+        parts = [f"console={self.console}", "panic=-1", "oops=panic", "quiet", "loglevel=4",
+                 "printk.time=1", "rdinit=/init"]
+        if self.crashkernel:
+            parts.append(f"crashkernel={self.crashkernel}")
+        if self.memhp_default_state:
+            parts.append(f"memhp_default_state={self.memhp_default_state}")
+        if self.nokaslr:
+            parts.append("nokaslr")
+        if self.nmi_panic:
+            # nmi_watchdog=0 keeps the perf NMI from claiming the injected one; with
+            # unknown_nmi_panic every CPU panics at once on QMP inject-nmi.
+            parts += ["nmi_watchdog=0", "unknown_nmi_panic=1"]
+        if self.crash_debug:
+            # crash hp: hp_action / updated elfcorehdr and kexec_file's "Loaded ELF headers
+            # at" are pr_debug/kexec_dprintk lines: dynamic debug makes them visible.
+            parts.append('dyndbg="file crash_core.c +p; file crash.c +p; file kexec_file.c +p;'
+                         ' file crash_reserve.c +p"')
+        parts += list(self.extra)
+        for key, value in self.harness:
+            if any(c.isspace() for c in value):
+                raise UsageError(f"harness.{key} value must not contain spaces: {value!r}")
+            parts.append(f"harness.{key}={value}")
+        text = " ".join(parts)
+        if len(text) > 2047:
+            raise UsageError(f"kernel command line is {len(text)} bytes; x86 allows 2047")
+        return text
+
+
+#: The capture kernel's command line additions (KNOWLEDGE.md: what worked here).
+CAPTURE_APPEND = "nr_cpus=1 irqpoll reset_devices acpi_no_memhotplug panic=-1 console=ttyS0,115200 rdinit=/init"

@@ -1,0 +1,244 @@
+"""The serial console: drained to a timestamped log, scanned for crash signatures.
+
+QEMU connects its serial chardev to a Unix socket we listen on, so nothing the guest
+prints before we are ready is lost.  A daemon thread reads it through pexpect's
+``fdspawn`` and appends every line to ``console.log`` with a host timestamp; waiters
+look for patterns in the accumulated text.  Every wait fails at once on a kernel panic
+(unless the caller expects one) instead of timing out later, as QEMU's functional tests do.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Pattern
+
+import pexpect
+import pexpect.fdpexpect
+
+from .errors import BootFailure, LostVMError, UnexpectedPanic
+
+#: Console lines that end or endanger a run, by kind (checked on every wait).
+CRASH_SIGNATURES: dict[str, Pattern[str]] = {
+    "panic": re.compile(r"Kernel panic - not syncing"),
+    "oops": re.compile(r"Oops: |BUG: unable to handle|general protection fault"),
+    "bug": re.compile(r"kernel BUG at|BUG: soft lockup|BUG: KASAN"),
+    "end_panic": re.compile(r"---\[ end Kernel panic"),
+    "kvm_error": re.compile(r"KVM internal error"),
+}
+
+#: The kernel's crash hot-plug trylock failure, in both wordings (6.6-6.11 and 6.12+).
+TRYLOCK_FAILURE = re.compile(
+    r"crash hp: kexec_trylock\(\) failed, (?:elfcorehdr|kdump image) may be inaccurate"
+)
+
+
+@dataclass(frozen=True)
+class ConsoleMatch:
+    """Where a pattern matched: offsets into the console text, and the match itself."""
+
+    start: int
+    end: int
+    text: str
+    groups: tuple[str | None, ...]
+    at: float          # host monotonic time the matching text arrived (approx.)
+
+
+class Console:
+    """One guest's serial console.  ``listen()`` before QEMU starts, ``accept()`` after."""
+
+    def __init__(self, socket_path: Path, log_path: Path) -> None:
+        self.socket_path = socket_path
+        self.log_path = log_path
+        self._server: socket.socket | None = None
+        self._conn: socket.socket | None = None
+        self._child: pexpect.fdpexpect.fdspawn | None = None
+        self._text: list[str] = []
+        self._joined = ""
+        self._length = 0
+        self._arrivals: list[tuple[int, float]] = []   # (offset, monotonic) per chunk
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._log: IO[str] | None = None
+        self._partial = ""
+        self._t0 = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def listen(self) -> None:
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(self.socket_path))
+        self._server.listen(1)
+
+    def accept(self, timeout: float) -> None:
+        assert self._server is not None, "listen() first"
+        self._server.settimeout(timeout)
+        try:
+            self._conn, _ = self._server.accept()
+        except socket.timeout:
+            raise LostVMError(f"QEMU did not connect its serial console within {timeout:.1f} s") from None
+        finally:
+            self._server.close()
+            self._server = None
+        self._child = pexpect.fdpexpect.fdspawn(self._conn.fileno(), encoding="utf-8",
+                                                codec_errors="replace")
+        self._log = open(self.log_path, "a", encoding="utf-8")
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._drain, name="console-drain", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for s in (self._conn, self._server):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        with self._cond:
+            if self._log is not None:
+                if self._partial:
+                    self._write_line(self._partial)
+                    self._partial = ""
+                self._log.close()
+                self._log = None
+            self._cond.notify_all()
+
+    @property
+    def eof(self) -> bool:
+        return self._closed
+
+    # -- the drain thread -----------------------------------------------------------------
+    def _drain(self) -> None:
+        assert self._child is not None
+        while not self._closed:
+            try:
+                chunk = self._child.read_nonblocking(65536, timeout=0.2)
+            except pexpect.TIMEOUT:
+                continue
+            except (pexpect.EOF, OSError, ValueError):
+                break
+            if chunk:
+                self._append(chunk)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _append(self, chunk: str) -> None:
+        chunk = chunk.replace("\r\n", "\n").replace("\r", "")
+        now = time.monotonic()
+        with self._cond:
+            self._arrivals.append((self._length, now))
+            self._text.append(chunk)
+            self._length += len(chunk)
+            data = self._partial + chunk
+            *lines, self._partial = data.split("\n")
+            for line in lines:
+                self._write_line(line, now)
+            if self._log is not None:
+                self._log.flush()
+            self._cond.notify_all()
+
+    def _write_line(self, line: str, now: float | None = None) -> None:
+        if self._log is not None:
+            t = (now if now is not None else time.monotonic()) - self._t0
+            self._log.write(f"[host {t:10.6f}] {line}\n")
+
+    # -- reading --------------------------------------------------------------------------
+    def text(self, start: int = 0) -> str:
+        with self._cond:
+            if len(self._text) > 1:
+                self._joined = "".join(self._text)
+                self._text = [self._joined]
+            elif self._text:
+                self._joined = self._text[0]
+            return self._joined[start:]
+
+    def mark(self) -> int:
+        """The current end of the console text, to search only what comes after."""
+        with self._cond:
+            return self._length
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def arrival_time(self, offset: int) -> float:
+        """Host monotonic time at which the text at ``offset`` arrived."""
+        with self._cond:
+            best = self._t0
+            for off, t in self._arrivals:
+                if off > offset:
+                    break
+                best = t
+            return best
+
+    def find(self, pattern: str | Pattern[str], start: int = 0) -> ConsoleMatch | None:
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        text = self.text()
+        m = rx.search(text, start)
+        if m is None:
+            return None
+        return ConsoleMatch(m.start(), m.end(), m.group(0), m.groups(), self.arrival_time(m.start()))
+
+    def count(self, pattern: str | Pattern[str], start: int = 0) -> int:
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return len(rx.findall(self.text(start)))
+
+    def signatures(self, start: int = 0) -> dict[str, int]:
+        """How often each crash signature occurs after ``start``."""
+        text = self.text(start)
+        return {k: len(rx.findall(text)) for k, rx in CRASH_SIGNATURES.items() if rx.search(text)}
+
+    def wait_for(
+        self,
+        pattern: str | Pattern[str],
+        *,
+        timeout: float,
+        start: int = 0,
+        what: str,
+        fail_on: Iterable[str] = ("panic", "kvm_error"),
+        during_boot: bool = False,
+    ) -> ConsoleMatch:
+        """Wait until ``pattern`` appears after offset ``start``.
+
+        Fails at once if a signature in ``fail_on`` shows up (``UnexpectedPanic`` or, with
+        ``during_boot``, ``BootFailure``), and with ``LostVMError`` if the console closes.
+        """
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        bad = [CRASH_SIGNATURES[k] for k in fail_on]
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.find(rx, start)
+            if m is not None:
+                return m
+            text = self.text(start)
+            for sig in bad:
+                hit = sig.search(text)
+                if hit:
+                    err = BootFailure if during_boot else UnexpectedPanic
+                    raise err(f"{what}: the guest printed {hit.group(0)!r} instead",
+                              details="console tail:\n" + self.tail())
+            with self._cond:
+                if self._closed:
+                    raise LostVMError(f"{what}: the console closed (QEMU exited?)",
+                                      details="console tail:\n" + self.tail())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise (BootFailure if during_boot else LostVMError)(
+                        f"{what} did not happen within {timeout:.1f} s",
+                        details="console tail:\n" + self.tail())
+                self._cond.wait(min(left, 0.25))
+
+    # -- the serial shell fallback --------------------------------------------------------
+    def send(self, text: str) -> None:
+        """Type ``text`` on the serial port (fallback only: the 16550 FIFO may stall short
+        input, so a few newlines follow to push it through)."""
+        if self._child is None:
+            raise LostVMError("console is not connected")
+        self._child.send(text + "\n\n\n")

@@ -1,0 +1,349 @@
+"""Panic triggers, capture-kernel tracking, vmcore retrieval and outcome classification.
+
+A panic ends in exactly one ``Outcome``, each reached within a deadline:
+
+``captured``            the capture kernel saved a dump; files are on the host.
+``kdump_did_not_occur`` the first kernel panicked but no capture kernel started: nothing
+                        was loaded, or ``__crash_kexec()`` found the kexec lock held (a
+                        hot-plug handler, a sysfs reader or a reload had it) and the panic
+                        carried on to ``---[ end Kernel panic``.
+``capture_failed``      the capture kernel started but produced no dump (out of memory with
+                        a too small crashkernel, a panic in the capture kernel, a write error).
+``no_panic``            the trigger did not take: the guest kept running.
+``harness_error``       QEMU, QMP, SSH or the host failed; says nothing about the kernel.
+
+The console is watched, never a shell: a panic trigger gets no reply.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .console import CRASH_SIGNATURES
+from .errors import HarnessError, InfrastructureError, UsageError
+from .machine import Guest, GuestState
+
+TRIGGERS = ("sysrq", "nmi", "sysrq-multi")
+
+_PANIC = re.compile(r"Kernel panic - not syncing: ?([^\n]*)")
+_END_PANIC = re.compile(r"---\[ end Kernel panic")
+_CAPTURE_BANNER = re.compile(r"Linux version \S+")
+_CAPTURE_START = re.compile(r"HARNESS: capture-start mode=(\S+) uptime=([\d.]+) ?(elfcorehdr=\S+)?")
+_DUMP_WRITTEN = re.compile(r"HARNESS: dump-written rc=(\d+) mode=(\S+) uptime=([\d.]+)")
+_CAPTURE_DONE = re.compile(r"HARNESS: capture-done rc=(\d+) uptime=([\d.]+)")
+_CAPTURE_FAILED = re.compile(r"HARNESS: capture-failed reason=(\S+)")
+_OOM = re.compile(r"Out of memory|oom-kill|invoked oom-killer|Initramfs unpacking failed|"
+                  r"System is deadlocked on memory|Unable to allocate|cannot allocate memory",
+                  re.IGNORECASE)
+
+
+class Outcome(enum.Enum):
+    CAPTURED = "captured"
+    KDUMP_DID_NOT_OCCUR = "kdump_did_not_occur"
+    CAPTURE_FAILED = "capture_failed"
+    NO_PANIC = "no_panic"
+    HARNESS_ERROR = "harness_error"
+
+
+@dataclass
+class CaptureTimes:
+    """Seconds, measured on the host from the trigger."""
+
+    panic: float | None = None                 # trigger to "Kernel panic" on the console
+    capture_userspace: float | None = None     # panic to capture-kernel userspace
+    dump_written: float | None = None          # capture userspace to dump written
+    collected: float | None = None             # dump written to files on the host
+    total: float | None = None
+
+
+@dataclass
+class CaptureResult:
+    outcome: Outcome
+    reason: str
+    trigger: str
+    mode: str
+    panic_message: str | None = None
+    times: CaptureTimes = field(default_factory=CaptureTimes)
+    panic_window: tuple[float, float] | None = None     # host wall clock around the panic
+    files: dict[str, str] = field(default_factory=dict)
+    console_tail: str = ""
+    capture_status: dict[str, str] = field(default_factory=dict)
+    elfcorehdr_addr: int | None = None
+
+    @property
+    def captured(self) -> bool:
+        return self.outcome is Outcome.CAPTURED
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+
+# -- triggers ---------------------------------------------------------------------------
+def trigger_command(trigger: str, cpus: tuple[int, ...] = ()) -> str:
+    """The guest shell command that panics it (``sysrq`` / ``sysrq-multi``)."""
+    if trigger == "sysrq":
+        if cpus:
+            return f"taskset -c {cpus[0]} sh -c 'echo c > /proc/sysrq-trigger'"
+        return "echo c > /proc/sysrq-trigger"
+    if trigger == "sysrq-multi":
+        if len(cpus) < 2:
+            raise UsageError("sysrq-multi needs at least two CPUs")
+        # Each writer spins until a shared start time so they hit sysrq together.
+        parts = [f"taskset -c {c} sh -c 'while [ ! -e /run/go ]; do :; done; "
+                 f"echo c > /proc/sysrq-trigger' &" for c in cpus]
+        return " ".join(parts) + " sleep 0.2; touch /run/go; wait"
+    raise UsageError(f"no shell command for trigger {trigger!r}")
+
+
+def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> None:
+    """Fire the trigger without waiting for any reply."""
+    if trigger not in TRIGGERS:
+        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    if trigger == "nmi":
+        # unknown_nmi_panic=1 is on the command line: every vCPU takes this NMI at once.
+        guest.qmp.execute("inject-nmi")
+        return
+    guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command)
+
+
+# -- the whole panic -> capture -> collect sequence -------------------------------------
+def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, ...] = (),
+                      out: Path | None = None, read_raw_header: bool = True) -> CaptureResult:
+    """Panic ``guest``, follow the capture kernel, collect the dump into ``out``.
+
+    Never raises for kernel behaviour: the outcome says what happened.  The guest is
+    stopped afterwards in every case.
+    """
+    out = out or guest.workdir
+    mode = guest.config.capture_mode
+    result = CaptureResult(Outcome.HARNESS_ERROR, "not started", trigger, mode)
+    start_mark = guest.console.mark()
+    wall0 = time.time()
+    t0 = time.monotonic()
+    try:
+        fire(guest, trigger, cpus)
+        _follow(guest, result, start_mark, t0, wall0, out, read_raw_header)
+    except InfrastructureError as exc:
+        result.outcome = Outcome.HARNESS_ERROR
+        result.reason = str(exc).splitlines()[0]
+    finally:
+        guest.state = GuestState.PANICKED if guest.alive() else guest.state
+        guest.shutdown()
+        _split_console(guest, start_mark, out)
+        result.console_tail = guest.console.tail(30)
+        result.times.total = time.monotonic() - t0
+        (out / "capture.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
+    return result
+
+
+def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
+           deadline: float) -> tuple[str, re.Match[str]] | tuple[None, None]:
+    """Wait until one of ``patterns`` appears after ``start`` (earliest match wins)."""
+    while True:
+        text = guest.console.text(start)
+        hits = [(m.start(), name, m) for name, rx in patterns.items() if (m := rx.search(text))]
+        if hits:
+            _, name, m = min(hits, key=lambda h: h[0])
+            return name, m
+        if time.monotonic() > deadline:
+            return None, None
+        if not guest.alive() or guest.console.eof:
+            # Let the drain thread deliver the last bytes before concluding.
+            time.sleep(0.2)
+            text = guest.console.text(start)
+            hits = [(m.start(), name, m) for name, rx in patterns.items() if (m := rx.search(text))]
+            if hits:
+                _, name, m = min(hits, key=lambda h: h[0])
+                return name, m
+            return "exited", re.match("", "")  # type: ignore[return-value]
+        time.sleep(0.02)
+
+
+def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: float,
+            out: Path, read_raw_header: bool) -> None:
+    t = guest.timeouts
+    name, m = _first(guest, {"panic": _PANIC}, start, time.monotonic() + t.panic)
+    if name != "panic" or m is None:
+        result.outcome = Outcome.NO_PANIC
+        result.reason = (f"no 'Kernel panic' on the console within {t.panic:.0f} s of the "
+                         f"{result.trigger} trigger"
+                         + (" (QEMU exited)" if name == "exited" else ""))
+        return
+    panic_at = start + m.start()
+    result.panic_message = m.group(1).strip()
+    result.times.panic = guest.console.arrival_time(panic_at) - t0
+    result.panic_window = (wall0 - 1.0, time.time() + 1.0)
+
+    after_panic = panic_at + len(m.group(0))
+    name, m = _first(guest, {"end": _END_PANIC, "banner": _CAPTURE_BANNER,
+                             "capture": _CAPTURE_START}, after_panic,
+                     time.monotonic() + t.capture_boot)
+    if name in ("end", "exited", None):
+        result.outcome = Outcome.KDUMP_DID_NOT_OCCUR
+        loaded = guest.readiness.get("kexec_crash_loaded")
+        why = {"end": "the panic ran to '---[ end Kernel panic' without starting the capture kernel",
+               "exited": "QEMU exited after the panic with no capture kernel output",
+               None: f"no capture kernel output within {t.capture_boot:.0f} s of the panic"}[name]
+        hint = " (nothing was loaded)" if loaded != "1" else (
+            " (a capture kernel was loaded: the kexec lock was probably held at the panic)")
+        result.reason = why + hint
+        return
+
+    name, m = _first(guest, {"capture": _CAPTURE_START}, after_panic,
+                     time.monotonic() + t.capture_boot)
+    if name != "capture" or m is None:
+        _capture_failed(guest, result, after_panic, "the capture kernel started but its "
+                        "userspace never reported in")
+        return
+    capture_at = start + 0  # for typing clarity
+    capture_at = after_panic + m.start()
+    t_capture = guest.console.arrival_time(capture_at)
+    result.times.capture_userspace = t_capture - (t0 + (result.times.panic or 0))
+    hdr = m.group(3)
+    if hdr:
+        result.elfcorehdr_addr = _parse_elfcorehdr_arg(hdr)
+        if read_raw_header and result.elfcorehdr_addr is not None:
+            _save_raw_header(guest, result.elfcorehdr_addr, out, result)
+
+    name, m = _first(guest, {"done": _CAPTURE_DONE, "failed": _CAPTURE_FAILED,
+                             "panic": _PANIC}, capture_at, time.monotonic() + t.dump_write)
+    if name != "done" or m is None:
+        what = {"failed": "the capture script gave up", "panic": "the capture kernel panicked",
+                "exited": "QEMU exited during the capture",
+                None: f"the dump was not written within {t.dump_write:.0f} s"}[name]
+        _capture_failed(guest, result, after_panic, what)
+        return
+    written = _DUMP_WRITTEN.search(guest.console.text(capture_at))
+    done_at = guest.console.arrival_time(capture_at + m.start())
+    if written:
+        result.times.dump_written = float(written.group(3)) - float(
+            _CAPTURE_START.search(guest.console.text(capture_at)).group(2))  # type: ignore[union-attr]
+    collect_started = time.monotonic()
+    guest.shutdown()   # QMP quit: QEMU closes the disks cleanly before we read them
+    _collect(guest, out, result)
+    result.times.collected = time.monotonic() - collect_started + (collect_started - done_at)
+    rc = int(m.group(1))
+    if rc != 0 or "vmcore" not in result.files:
+        _capture_failed(guest, result, after_panic,
+                        f"the dump writer exited with status {rc}" if rc else "no dump was found")
+        return
+    result.outcome = Outcome.CAPTURED
+    result.reason = f"vmcore captured ({mode})"
+
+
+def _capture_failed(guest: Guest, result: CaptureResult, since: int, what: str) -> None:
+    result.outcome = Outcome.CAPTURE_FAILED
+    text = guest.console.text(since)
+    evidence = [line for line in text.splitlines() if _OOM.search(line)]
+    if evidence:
+        what += f"; out of memory in the capture kernel: {evidence[0].strip()}"
+    elif CRASH_SIGNATURES["panic"].search(text):
+        what += "; " + next(line.strip() for line in text.splitlines()
+                            if CRASH_SIGNATURES["panic"].search(line))
+    result.reason = what
+
+
+def _parse_elfcorehdr_arg(arg: str) -> int | None:
+    """``elfcorehdr=0x7f000000`` (kexec_file) or ``elfcorehdr=2080768K`` (kexec-tools)."""
+    value = arg.split("=", 1)[1]
+    if "@" in value:             # elfcorehdr=size@addr form
+        value = value.split("@", 1)[1]
+    try:
+        if value[-1:] in "kK":
+            return int(value[:-1], 0) * 1024
+        if value[-1:] in "mM":
+            return int(value[:-1], 0) << 20
+        return int(value, 0)
+    except ValueError:
+        return None
+
+
+#: How much guest memory to read at the elfcorehdr: enough for thousands of ranges.
+RAW_HEADER_READ = 1 << 20
+
+
+def _save_raw_header(guest: Guest, addr: int, out: Path, result: CaptureResult) -> None:
+    """Read the first kernel's elfcorehdr from guest memory while the capture kernel runs."""
+    path = out / "elfcorehdr.raw"
+    try:
+        guest.qmp.execute("pmemsave", {"val": addr, "size": RAW_HEADER_READ,
+                                       "filename": str(path)})
+        result.files["raw_elfcorehdr"] = str(path)
+    except HarnessError as exc:
+        (out / "elfcorehdr.raw.missing").write_text(f"pmemsave failed: {exc}\n")
+
+
+def _collect(guest: Guest, out: Path, result: CaptureResult) -> None:
+    """Unpack the metadata tar and extract the dump from the dump disk."""
+    capture_dir = out / "capture"
+    capture_dir.mkdir(exist_ok=True)
+    try:
+        with tarfile.open(guest.meta_disk, "r:") as tar:
+            tar.extractall(capture_dir, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        (out / "vmcore.missing").write_text(f"the metadata disk holds no readable tar: {exc}\n")
+        return
+    status_file = capture_dir / "status.txt"
+    if status_file.exists():
+        result.capture_status = dict(
+            line.split("=", 1) for line in status_file.read_text().splitlines() if "=" in line)
+    for name in ("vmcore-dmesg.txt", "capture-cmdline.txt", "capture-dmesg.txt"):
+        if (capture_dir / name).exists():
+            result.files[name.removesuffix(".txt").replace("-", "_")] = str(capture_dir / name)
+    mode = result.mode
+    if mode == "headers":
+        src = capture_dir / "vmcore.headers"
+        if src.exists() and src.stat().st_size > 0:
+            target = out / "vmcore.headers"
+            src.replace(target)
+            result.files["vmcore"] = str(target)
+    else:
+        target = out / ("vmcore.elf" if mode == "elf" else
+                        "vmcore.kdump" if mode == "compressed" else "vmcore")
+        extract_dump(guest.dump_disk, target, mode,
+                     int(result.capture_status.get("vmcore_size", "0") or 0))
+        if target.exists() and target.stat().st_size > 0:
+            result.files["vmcore"] = str(target)
+    if "vmcore" not in result.files:
+        (out / "vmcore.missing").write_text(
+            f"the capture ran (status {result.capture_status}) but left no dump\n")
+
+
+def extract_dump(disk: Path, target: Path, mode: str, full_size: int) -> None:
+    """Turn the dump disk's contents into a regular dump file."""
+    if mode == "full":
+        with open(disk, "rb") as src, open(target, "wb") as dst:
+            left = full_size
+            while left > 0:
+                chunk = src.read(min(left, 8 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+        return
+    # elf / compressed: makedumpfile wrote its flattened (-F) stream; rebuild it.
+    from .vmcore.flattened import rebuild_flattened
+
+    with open(disk, "rb") as src, open(target, "wb") as dst:
+        rebuild_flattened(src, dst)
+
+
+def _split_console(guest: Guest, start: int, out: Path) -> None:
+    """Write the first and the capture kernel's consoles to separate files."""
+    text = guest.console.text()
+    m = _CAPTURE_BANNER.search(text, start)
+    cut = m.start() if m else len(text)
+    # Back up to the start of the line the banner is on.
+    cut = text.rfind("\n", 0, cut) + 1 if m else cut
+    (out / "console-first-kernel.log").write_text(text[:cut])
+    (out / "console-capture-kernel.log").write_text(
+        text[cut:] if m else "(the capture kernel printed nothing)\n")

@@ -1,0 +1,66 @@
+"""Fixtures: guest images (built once across xdist workers) and a guest factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from .machine import Guest, GuestConfig
+
+__all__ = ["artifact_dir", "guest_image", "make_guest"]
+
+
+@pytest.fixture
+def artifact_dir(request: pytest.FixtureRequest) -> Path:
+    """This test's evidence directory: kept on failure, its path printed in the report."""
+    from .plugin import artifact_dir_for
+
+    return artifact_dir_for(request.node)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> Callable[..., Any]:
+    """``guest_image(profile, flavour="cloud")``: a built image, from the cache when possible.
+
+    The builder takes a per-image file lock, so xdist workers asking at once build it once.
+    """
+    from .images import build_image
+
+    cache: dict[tuple[str, str], Any] = {}
+
+    def get(profile: str = "trixie", flavour: str = "cloud") -> Any:
+        key = (profile, flavour)
+        if key not in cache:
+            cache[key] = build_image(profile, flavour=flavour)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
+               artifact_dir: Path) -> Iterator[Callable[..., Guest]]:
+    """``make_guest(profile="trixie", **GuestConfig fields)``: a booted guest, torn down after.
+
+    Several guests in one test get numbered subdirectories of the artifact directory.
+    """
+    from .plugin import settings
+
+    guests: list[Guest] = []
+    accel = settings(request.config).accel
+
+    def make(profile: str = "trixie", flavour: str = "cloud", **config: Any) -> Guest:
+        config.setdefault("accel", accel)
+        workdir = artifact_dir if not guests else artifact_dir / f"guest{len(guests)}"
+        guest = Guest(guest_image(profile, flavour), GuestConfig(**config), workdir)
+        guests.append(guest)
+        guest.launch()
+        return guest
+
+    try:
+        yield make
+    finally:
+        for guest in guests:
+            guest.shutdown()

@@ -1,0 +1,436 @@
+"""The guest: one QEMU process with its console, QMP and SSH, as a context manager.
+
+Run states (``GuestState``) make misuse loud: commands need ``RUNNING``; after a panic the
+guest is ``PANICKED`` and only the console and QMP remain meaningful.  Teardown is soft
+first (QMP ``quit``), hard second (SIGKILL to QEMU's own process group), says which, and
+always runs: QEMU also carries a parent-death signal, so not even ``kill -9`` of the test
+runner leaves it behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from . import accel as accel_mod
+from .cmdline import GiB, GuestKernelOptions, MachineSpec, MiB, qemu_args, render_command
+from .console import Console
+from .errors import (
+    BootFailure,
+    HarnessError,
+    KdumpLoadError,
+    LostVMError,
+    QemuLaunchError,
+    UsageError,
+)
+from .process import die_with_parent, kill_process_group
+from .qmp import Qmp
+from .ssh import CommandResult, GuestSsh, SshKey
+from .timeouts import Timeouts
+
+
+class ImageLike(Protocol):
+    """What the guest needs from a built image (``harness.images.GuestImage``)."""
+
+    profile: str
+    kernel_path: Path
+    initrd_path: Path
+    kernel_release: str
+
+
+class GuestState(enum.Enum):
+    NEW = "new"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    PANICKED = "panicked"
+    STOPPED = "stopped"
+
+
+KEXEC_MODES = ("file", "classic", "none")
+CAPTURE_MODES = ("headers", "elf", "compressed", "full")
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """How to shape and boot one guest (independent of which image)."""
+
+    memory: int = 1 * GiB
+    cpus: int = 2
+    max_cpus: int = 8
+    memory_slots: int = 64
+    max_memory: int = 20 * GiB
+    crashkernel: str = "256M"
+    kexec: str = "file"                  # file | classic | none
+    kexec_hotplug: bool = True           # classic only: pass --hotplug when supported
+    capture_mode: str = "headers"
+    memhp_default_state: str | None = "online_movable"
+    accel: str = "auto"
+    firmware: str = "qboot"              # qboot | seabios
+    crash_debug: bool = True
+    kernel_args: tuple[str, ...] = ()
+    capture_args: tuple[str, ...] = ()   # extra capture-kernel command line words
+    dump_disks: bool = True
+    wait_kdump: bool = True
+
+    def validate(self) -> None:
+        if self.kexec not in KEXEC_MODES:
+            raise UsageError(f"kexec must be one of {', '.join(KEXEC_MODES)}, not {self.kexec!r}")
+        if self.capture_mode not in CAPTURE_MODES:
+            raise UsageError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, "
+                             f"not {self.capture_mode!r}")
+        if self.firmware not in ("qboot", "seabios"):
+            raise UsageError(f"firmware must be qboot or seabios, not {self.firmware!r}")
+        if self.memory < 512 * MiB:
+            raise UsageError("guest memory below 512M leaves no room for a crashkernel")
+
+
+@dataclass
+class PhaseTimes:
+    """Host-side wall times of the boot phases, in seconds from QEMU's launch."""
+
+    qemu_started: float = 0.0
+    userspace: float | None = None
+    ssh_ready: float | None = None
+    kdump_loaded: float | None = None
+    kdump_ready: float | None = None
+    guest_uptime_userspace: float | None = None
+    guest_kdump_load: float | None = None       # the load itself, measured in the guest
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What the guest reports once it is up (``/harness/readiness``)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.values.get(key, default)
+
+    @property
+    def kdump_loaded(self) -> bool:
+        return self.get("kexec_crash_loaded") == "1"
+
+    def summary(self) -> str:
+        keys = ["release", "kdump_syscall", "kexec_crash_loaded", "crashkernel",
+                "crash_hotplug_cpu", "crash_hotplug_memory", "cpus_online", "cpus_possible",
+                "mem_total_kb"]
+        return "\n".join(f"  {k:22} {self.get(k) or '-'}" for k in keys)
+
+
+_live_guests: "weakref.WeakSet[Guest]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for guest in list(_live_guests):
+        guest.kill()
+
+
+_USERNET_PORT = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22")
+_KDUMP_LOADED = re.compile(r"HARNESS: kdump-loaded rc=(\d+) syscall=([^\n]*?) uptime=([\d.]+)")
+_READY = re.compile(r"HARNESS: ready uptime=([\d.]+)")
+_USERSPACE = re.compile(r"HARNESS: userspace uptime=([\d.]+)")
+
+
+class Guest:
+    """A running guest.  Use as ``with Guest(image, config, workdir) as g: g.run("...")``.
+
+    ``workdir`` receives the evidence: ``qemu-cmdline.txt``, ``qemu.log``, ``console.log``,
+    ``qmp.jsonl``, ``readiness.json``, ``ssh-key`` and the dump disks.
+    """
+
+    def __init__(self, image: ImageLike, config: GuestConfig, workdir: Path,
+                 *, cache_dir: Path | None = None) -> None:
+        config.validate()
+        self.image = image
+        self.config = config
+        self.workdir = workdir
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.state = GuestState.NEW
+        self.times = PhaseTimes()
+        self.readiness = Readiness()
+        self.accel = accel_mod.AccelChoice("tcg", "not chosen yet")
+        self.timeouts = Timeouts.for_accel("tcg")
+        self.shutdown_kind: str | None = None
+        self.kdump_output = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sockdir: Path | None = None
+        self._launched_at = 0.0
+        self.console: Console
+        self.qmp: Qmp
+        self.ssh: GuestSsh
+        self.ssh_port: int | None = None
+        self.argv: list[str] = []
+        self.meta_disk = workdir / "capture-meta.img"
+        self.dump_disk = workdir / "capture-dump.img"
+
+    # -- context manager ------------------------------------------------------------------
+    def __enter__(self) -> "Guest":
+        try:
+            self.launch()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    # -- launch ---------------------------------------------------------------------------
+    def _kernel_options(self, key: SshKey) -> GuestKernelOptions:
+        c = self.config
+        harness_params: list[tuple[str, str]] = [
+            ("authkey", key.kernel_arg), ("kexec", c.kexec), ("capture", c.capture_mode),
+        ]
+        if not c.kexec_hotplug:
+            harness_params.append(("kexec_hotplug", "0"))
+        if c.capture_args:
+            harness_params.append(("capture_append", ",".join(c.capture_args)))
+        return GuestKernelOptions(
+            crashkernel=c.crashkernel, memhp_default_state=c.memhp_default_state,
+            crash_debug=c.crash_debug, extra=c.kernel_args, harness=tuple(harness_params))
+
+    def _spec(self, key: SshKey) -> MachineSpec:
+        assert self._sockdir is not None
+        c = self.config
+        firmware = Path("/usr/share/qemu/qboot.rom") if c.firmware == "qboot" else None
+        if firmware is not None and not firmware.exists():
+            firmware = None  # older QEMU packages lack qboot; SeaBIOS works, a little slower
+        disks: tuple[Path, ...] = ()
+        if c.dump_disks:
+            disks = (self.meta_disk, self.dump_disk)
+        return MachineSpec(
+            kernel=self.image.kernel_path, initrd=self.image.initrd_path,
+            append=self._kernel_options(key).render(),
+            qmp_socket=self._sockdir / "qmp.sock", console_socket=self._sockdir / "console.sock",
+            accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
+            max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
+            firmware=firmware)
+
+    def _make_disks(self) -> None:
+        if not self.config.dump_disks:
+            return
+        # Sparse files: the dump disk is as large as all the memory the guest could have.
+        with open(self.meta_disk, "wb") as f:
+            f.truncate(64 * MiB)
+        with open(self.dump_disk, "wb") as f:
+            f.truncate(self.config.max_memory + self.config.memory + 64 * MiB)
+
+    def launch(self) -> None:
+        if self.state is not GuestState.NEW:
+            raise HarnessError(f"guest already {self.state.value}; a Guest launches once")
+        self.state = GuestState.LAUNCHING
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        binary = accel_mod.qemu_binary()
+        self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
+                                            self.cache_dir)
+        self.timeouts = Timeouts.for_accel(self.accel.name)
+        # Unix socket paths are limited to 108 bytes: keep them out of deep artifact dirs.
+        self._sockdir = Path(tempfile.mkdtemp(prefix="kh-"))
+        key = SshKey()
+        key.save(self.workdir / "ssh-key")
+        self._make_disks()
+        self.argv = qemu_args(self._spec(key), binary)
+        (self.workdir / "qemu-cmdline.txt").write_text(render_command(self.argv) + "\n")
+
+        self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
+                       timeout=self.timeouts.qmp_command)
+        self.qmp.start()
+        self.console = Console(self._sockdir / "console.sock", self.workdir / "console.log")
+        self.console.listen()
+
+        log = open(self.workdir / "qemu.log", "wb")
+        self._launched_at = time.monotonic()
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=die_with_parent)
+        log.close()
+        _live_guests.add(self)
+        self._accept_channels()
+        self.ssh_port = self._forwarded_ssh_port()
+        self.ssh = GuestSsh("127.0.0.1", self.ssh_port, key)
+        self._wait_booted()
+        self.state = GuestState.RUNNING
+
+    def _accept_channels(self) -> None:
+        deadline = time.monotonic() + self.timeouts.qmp_command
+        # QEMU connects its chardevs while parsing the command line; a bad option makes it
+        # exit instead, which we want to report with its own message, not as a timeout.
+        while True:
+            try:
+                self.console.accept(timeout=0.5)
+                break
+            except LostVMError:
+                self._check_alive("QEMU exited before connecting its console")
+                if time.monotonic() > deadline:
+                    raise
+        self.qmp.accept(timeout=max(1.0, deadline - time.monotonic()))
+
+    def _check_alive(self, what: str) -> None:
+        assert self._proc is not None
+        rc = self._proc.poll()
+        if rc is not None:
+            log_tail = _tail(self.workdir / "qemu.log")
+            raise QemuLaunchError(f"{what} (exit code {rc})",
+                                  details=f"command line: {render_command(self.argv)}\n"
+                                          f"QEMU log tail:\n{log_tail}")
+
+    def _forwarded_ssh_port(self) -> int:
+        text = self.qmp.hmp("info usernet")
+        m = _USERNET_PORT.search(text)
+        if not m:
+            raise QemuLaunchError("QEMU set up no SSH port forward", details=text)
+        return int(m.group(1))
+
+    def _wait_booted(self) -> None:
+        t = self.timeouts
+        since = lambda: time.monotonic() - self._launched_at  # noqa: E731
+        user = self.console.wait_for(_USERSPACE, timeout=t.boot, what="guest userspace",
+                                     during_boot=True)
+        self.times.userspace = user.at - self._launched_at
+        self.times.guest_uptime_userspace = float(user.groups[0] or 0)
+        ready = self.console.wait_for(_READY, timeout=t.boot, what="the guest's SSH server",
+                                      during_boot=True)
+        self.ssh.connect(timeout=t.ssh_connect)
+        self.times.ssh_ready = since()
+        del ready
+        if self.config.kexec != "none" and self.config.wait_kdump:
+            loaded = self.console.wait_for(_KDUMP_LOADED, timeout=t.kdump_load,
+                                           what="loading the capture kernel", during_boot=True)
+            self.times.kdump_loaded = loaded.at - self._launched_at
+            rc = int(loaded.groups[0] or 1)
+            self.kdump_output = self.run("cat /run/harness/kdump-load.log").stdout
+            self.readiness = self.read_readiness()
+            if self.times.guest_uptime_userspace is not None:
+                self.times.guest_kdump_load = (float(loaded.groups[2] or 0)
+                                               - self.times.guest_uptime_userspace)
+            if rc != 0 or not self.readiness.kdump_loaded:
+                raise KdumpLoadError(self._kdump_failure_reason(rc), details=self.kdump_output)
+        else:
+            self.readiness = self.read_readiness()
+        self.times.kdump_ready = since()
+        (self.workdir / "readiness.json").write_text(
+            json.dumps({"readiness": self.readiness.values, "times": self.times.as_dict(),
+                        "accel": asdict(self.accel)}, indent=2) + "\n")
+
+    def _kdump_failure_reason(self, rc: int) -> str:
+        if not self.readiness.get("crashkernel").strip(","):
+            log = self.run("dmesg | grep -i crashkernel").stdout.strip()
+            return ("loading the capture kernel failed: no crashkernel region is reserved "
+                    f"(crashkernel={self.config.crashkernel}; too little guest memory?) {log}")
+        return f"loading the capture kernel failed (kexec exit status {rc})"
+
+    # -- using the guest ------------------------------------------------------------------
+    def run(self, command: str, *, timeout: float | None = None, check: bool = False,
+            stdin: bytes | None = None) -> CommandResult:
+        """Run a shell command in the guest over SSH."""
+        if self.state not in (GuestState.RUNNING, GuestState.LAUNCHING):
+            raise HarnessError(f"cannot run commands: the guest is {self.state.value}")
+        return self.ssh.run(command, timeout=timeout or self.timeouts.command, check=check,
+                            stdin=stdin)
+
+    def read_readiness(self) -> Readiness:
+        out = self.run("/harness/readiness", check=True).stdout
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return Readiness(values)
+
+    def dmesg(self) -> str:
+        return self.run("dmesg").stdout
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._launched_at
+
+    # -- teardown -------------------------------------------------------------------------
+    def kill(self) -> None:
+        if self._proc is not None:
+            kill_process_group(self._proc)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def shutdown(self) -> str:
+        """Stop QEMU: QMP ``quit`` first, SIGKILL second.  Returns which one worked."""
+        if self.state is GuestState.STOPPED:
+            return self.shutdown_kind or "already stopped"
+        kind = "not started"
+        if self._proc is not None:
+            if self._proc.poll() is not None:
+                kind = "already exited"
+            else:
+                kind = "hard (SIGKILL)"
+                try:
+                    if hasattr(self, "ssh"):
+                        self.ssh.close()
+                    self.qmp.execute("quit", timeout=5)
+                    self._proc.wait(self.timeouts.shutdown)
+                    kind = "soft (QMP quit)"
+                except (HarnessError, subprocess.TimeoutExpired):
+                    self.kill()
+        for closer in ("ssh", "qmp", "console"):
+            obj = getattr(self, closer, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001 - the process is gone; report, don't mask
+                    pass
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+        _live_guests.discard(self)
+        self.state = GuestState.STOPPED
+        self.shutdown_kind = kind
+        return kind
+
+    def evidence(self) -> dict[str, Any]:
+        return {"workdir": str(self.workdir), "accel": asdict(self.accel),
+                "times": self.times.as_dict(), "shutdown": self.shutdown_kind}
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("KDUMP_HARNESS_CACHE")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "kdump-harness"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+__all__ = ["Guest", "GuestConfig", "GuestState", "PhaseTimes", "Readiness", "BootFailure"]

@@ -1,0 +1,39 @@
+"""Process hygiene: QEMU dies with its runner and only our own processes are signalled."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: SIGKILL the child when the thread that spawned it dies.
+
+    Covers ``kill -9`` of pytest, where no Python cleanup runs (drgn's vmtest does the
+    same).  The signal follows the spawning *thread*, so guests are started from a
+    long-lived thread (the main thread in pytest and the CLI).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # If the parent died before prctl took effect we would never be signalled.
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def kill_process_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the process group led by ``proc`` (started with ``start_new_session``)."""
+    if proc.poll() is not None:
+        return
+    try:
+        # The group id equals the pid only because we made it a session leader: never
+        # signal a group we did not create.
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass

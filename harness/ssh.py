@@ -1,0 +1,167 @@
+"""SSH into the guest with paramiko: a per-run key, a loopback-only forwarded port.
+
+Commands run with a deadline and return their exit status and output; the serial shell
+is only a fallback.  The guest runs dropbear with the public key from the kernel command
+line, so no secret ever lands in a cached image.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .errors import GuestCommandError, SshError
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class SshKey:
+    """A fresh ECDSA key pair for one guest (paramiko cannot generate Ed25519 keys)."""
+
+    def __init__(self) -> None:
+        self.key = paramiko.ECDSAKey.generate(bits=256)
+
+    @property
+    def public_line(self) -> str:
+        return f"{self.key.get_name()} {self.key.get_base64()}"
+
+    @property
+    def kernel_arg(self) -> str:
+        """The public key with its space replaced, fit for ``harness.authkey=``."""
+        return f"{self.key.get_name()}:{self.key.get_base64()}"
+
+    def save(self, path: Path) -> None:
+        buf = io.StringIO()
+        self.key.write_private_key(buf)
+        path.write_text(buf.getvalue())
+        path.chmod(0o600)
+
+
+class GuestSsh:
+    """One SSH transport to the guest, reused for every command."""
+
+    def __init__(self, host: str, port: int, key: SshKey, *, user: str = "root") -> None:
+        self.host = host
+        self.port = port
+        self.key = key
+        self.user = user
+        self._transport: paramiko.Transport | None = None
+
+    def connect(self, timeout: float) -> None:
+        """Connect, retrying while the guest's dropbear is not yet accepting."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            sock: socket.socket | None = None
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2)
+                transport = paramiko.Transport(sock)
+                transport.banner_timeout = max(1.0, deadline - time.monotonic())
+                transport.start_client(timeout=max(1.0, deadline - time.monotonic()))
+                transport.auth_publickey(self.user, self.key.key)
+                if not transport.is_authenticated():
+                    raise SshError("public key authentication failed")
+                transport.set_keepalive(5)
+                self._transport = transport
+                return
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                last = exc
+                if sock is not None:
+                    sock.close()
+                time.sleep(0.1)
+        raise SshError(f"no SSH connection to {self.host}:{self.port} within {timeout:.1f} s: {last!r}")
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def run(self, command: str, *, timeout: float, check: bool = False,
+            stdin: bytes | None = None) -> CommandResult:
+        """Run ``command`` through the guest shell; raise ``SshError`` on timeout."""
+        if self._transport is None or not self._transport.is_active():
+            raise SshError(f"SSH is not connected; cannot run: {command}")
+        started = time.monotonic()
+        try:
+            chan = self._transport.open_session(timeout=timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = _collect(chan, started + timeout)
+            if not chan.exit_status_ready():
+                raise socket.timeout()
+            status = chan.recv_exit_status()
+            chan.close()
+        except socket.timeout:
+            raise SshError(f"guest command did not finish within {timeout:.1f} s: {command}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"SSH failed while running {command!r}: {exc!r}") from exc
+        result = CommandResult(command, status, out.decode("utf-8", "replace"),
+                               err.decode("utf-8", "replace"), time.monotonic() - started)
+        if check and status != 0:
+            raise GuestCommandError(command, status, result.output)
+        return result
+
+    def start(self, command: str, *, timeout: float) -> paramiko.Channel:
+        """Start ``command`` without waiting for it (e.g. a panic trigger); caller owns it."""
+        if self._transport is None or not self._transport.is_active():
+            raise SshError(f"SSH is not connected; cannot start: {command}")
+        chan = self._transport.open_session(timeout=timeout)
+        chan.exec_command(command)
+        return chan
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    out, err = bytearray(), bytearray()
+    while True:
+        if time.monotonic() > deadline:
+            raise socket.timeout()
+        got = False
+        while chan.recv_ready():
+            out += chan.recv(65536)
+            got = True
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            got = True
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # Drain what arrived between the checks, then stop.
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.eof_received or chan.closed:
+                return bytes(out), bytes(err)
+            # exit status may precede EOF by a moment
+            chan.status_event.wait(0.01)
+            if chan.eof_received or chan.closed:
+                return bytes(out), bytes(err)
+            time.sleep(0.005)
+            continue
+        if not got:
+            time.sleep(0.005)
