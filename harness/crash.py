@@ -204,7 +204,6 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
         _capture_failed(guest, result, after_panic, "the capture kernel started but its "
                         "userspace never reported in")
         return
-    capture_at = start + 0  # for typing clarity
     capture_at = after_panic + m.start()
     t_capture = guest.console.arrival_time(capture_at)
     result.times.capture_userspace = t_capture - (t0 + (result.times.panic or 0))
@@ -237,7 +236,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
                         f"the dump writer exited with status {rc}" if rc else "no dump was found")
         return
     result.outcome = Outcome.CAPTURED
-    result.reason = f"vmcore captured ({mode})"
+    result.reason = f"vmcore captured ({result.mode})"
 
 
 def _capture_failed(guest: Guest, result: CaptureResult, since: int, what: str) -> None:

@@ -144,7 +144,8 @@ class Qmp:
             self._recorder = asyncio.ensure_future(self._record_events())
 
         self._run(start_recorder())
-        self.transcript.record("greeting", dict(self._client.greeting or {}))
+        greeting = self._client.greeting
+        self.transcript.record("greeting", greeting._asdict() if greeting else {})
 
     def close(self) -> None:
         """Disconnect and stop the loop; safe to call twice."""
@@ -178,7 +179,7 @@ class Qmp:
         except ExecuteError as exc:
             self.transcript.record("error", {"execute": command, "error": str(exc)},
                                    elapsed=time.monotonic() - started)
-            raise QmpError(f"QMP {command} failed: {exc.error_class}: {exc.description}") from exc
+            raise QmpError(f"QMP {command} failed: {exc.error_class}: {exc}") from exc
         except QmpError:
             self.transcript.record("timeout", {"execute": command}, elapsed=time.monotonic() - started)
             raise QmpError(f"QMP {command} did not answer within "

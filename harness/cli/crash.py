@@ -1,0 +1,57 @@
+"""``kdump-harness crash``: boot, panic, collect, and print the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..crash import TRIGGERS, CaptureResult, Outcome, panic_and_capture
+from ..machine import CAPTURE_MODES, Guest
+from .common import (add_guest_options, add_image_options, build_image_from_args, fmt_seconds,
+                     guest_config, print_json, run_dir)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("crash", help="boot a guest, panic it and collect the vmcore",
+                       description="Boot a kdump-ready guest, panic it, follow the capture "
+                                   "kernel and collect the dump. Exit status 0 only when a "
+                                   "vmcore was captured.")
+    add_image_options(p)
+    add_guest_options(p)
+    p.add_argument("--trigger", default="sysrq", choices=TRIGGERS,
+                   help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: every "
+                        "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
+    p.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
+                   help="CPU to trigger on (repeat for sysrq-multi)")
+    p.add_argument("--mode", default="headers", choices=CAPTURE_MODES,
+                   help="what the capture kernel saves (default headers)")
+    p.set_defaults(func=cmd_crash)
+
+
+def print_capture(result: CaptureResult, out: object) -> None:
+    t = result.times
+    print(f"outcome: {result.outcome.value}: {result.reason}")
+    if result.panic_message:
+        print(f"panic:   {result.panic_message}")
+    print(f"  trigger to panic               {fmt_seconds(t.panic)}\n"
+          f"  panic to capture userspace     {fmt_seconds(t.capture_userspace)}\n"
+          f"  dump written (in guest)        {fmt_seconds(t.dump_written)}\n"
+          f"  written to collected on host   {fmt_seconds(t.collected)}")
+    for name, path in sorted(result.files.items()):
+        print(f"  {name:30} {path}")
+    print(f"  evidence                       {out}")
+    if result.outcome is not Outcome.CAPTURED:
+        print("console tail:\n" + result.console_tail, file=sys.stderr)
+
+
+def cmd_crash(args: argparse.Namespace) -> int:
+    image = build_image_from_args(args)
+    config = guest_config(args, capture_mode=args.mode)
+    out = run_dir(args, "crash")
+    with Guest(image, config, out) as guest:
+        result = panic_and_capture(guest, trigger=args.trigger, cpus=tuple(args.cpu), out=out)
+    if args.json:
+        print_json(result.to_json_dict() | {"run_dir": str(out)})
+    else:
+        print_capture(result, out)
+    return 0 if result.captured else 1

@@ -1,0 +1,108 @@
+"""``kdump-harness doctor``: check the host and say what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import accel
+from ..errors import HarnessError
+from ..machine import default_cache_dir
+from .common import print_json
+
+#: Free space a cache needs: a few hundred MB of packages and images per profile.
+MIN_FREE_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="check the host: QEMU, KVM, apt, disk",
+                       description="Check the host and say what to fix.")
+    p.add_argument("--probe-kvm", action="store_true",
+                   help="boot a cached guest kernel under KVM to see whether KVM really works")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
+
+def check_qemu() -> Check:
+    try:
+        binary = accel.qemu_binary()
+        version = accel.qemu_version(binary)
+    except HarnessError as exc:
+        return Check("qemu", False, str(exc), "apt-get install qemu-system-x86")
+    qboot = Path("/usr/share/qemu/qboot.rom").exists()
+    return Check("qemu", True, f"{binary} {'.'.join(map(str, version))}"
+                 f"{'' if qboot else ' (no qboot.rom: SeaBIOS will be used, slightly slower)'}")
+
+
+def check_kvm(probe: bool) -> Check:
+    if not os.path.exists("/dev/kvm"):
+        return Check("kvm", True, "no /dev/kvm: guests run under TCG (slower, fully supported)")
+    if not probe:
+        return Check("kvm", True, "/dev/kvm exists; whether it really runs Linux is probed at "
+                                  "the first boot (or now with --probe-kvm)")
+    from ..images import list_images
+
+    images = list_images()
+    if not images:
+        return Check("kvm", True, "no built image to probe with", "kdump-harness images build")
+    ok, why = accel.probe_kvm(Path(images[0].kernel_path))
+    return Check("kvm", True, ("KVM works: " if ok else "KVM unusable, TCG will be used: ") + why)
+
+
+def check_apt() -> Check:
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        return Check("apt", False, "apt-get/dpkg-deb not found",
+                     "run on Debian or Ubuntu (the image builder downloads Debian packages)")
+    try:
+        from ..images.apt import host_mirror
+    except ImportError:
+        return Check("apt", True, "apt-get present")
+    try:
+        mirror = host_mirror()
+    except HarnessError as exc:
+        return Check("apt", False, str(exc), "pass --mirror URI or set KDUMP_HARNESS_MIRROR")
+    return Check("apt", True, f"Debian mirror from the host's apt configuration: {mirror}")
+
+
+def check_disk() -> Check:
+    cache = default_cache_dir()
+    probe = cache if cache.exists() else cache.parent
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    ok = free >= MIN_FREE_BYTES
+    return Check("disk", ok, f"{free / 2**30:.1f} GiB free for the cache at {cache}",
+                 "" if ok else "free some space or point KDUMP_HARNESS_CACHE elsewhere")
+
+
+def check_tools() -> Check:
+    missing = [t for t in ("xz", "zstd") if shutil.which(t) is None]
+    if missing:
+        return Check("tools", False, f"missing: {', '.join(missing)}",
+                     "apt-get install xz-utils zstd")
+    return Check("tools", True, "xz and zstd present")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = [check_qemu(), check_kvm(args.probe_kvm), check_apt(), check_disk(), check_tools()]
+    if args.json:
+        print_json([c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.name:6} {c.detail}")
+            if c.fix:
+                print(f"     {'':6} fix: {c.fix}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
