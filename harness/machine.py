@@ -80,6 +80,7 @@ class GuestConfig:
     crash_debug: bool = True
     kernel_args: tuple[str, ...] = ()
     capture_args: tuple[str, ...] = ()   # extra capture-kernel command line words
+    qemu_args: tuple[str, ...] = ()      # extra QEMU arguments (e.g. a cold-plugged virtio-mem)
     dump_disks: bool = True
     wait_kdump: bool = True
 
@@ -220,7 +221,7 @@ class Guest:
             qmp_socket=self._sockdir / "qmp.sock", console_socket=self._sockdir / "console.sock",
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
-            firmware=firmware)
+            firmware=firmware, extra_args=c.qemu_args)
 
     def _make_disks(self) -> None:
         if not self.config.dump_disks:

@@ -1,0 +1,108 @@
+"""``kdump-harness run``: the main job, end to end, with a readable report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..contention import parse_contention
+from ..crash import TRIGGERS
+from ..errors import UsageError
+from ..job import EXPECTATIONS, JobResult, JobSpec, format_times, run_job
+from ..machine import CAPTURE_MODES
+from ..swarm import UPDATE_STRATEGIES, SwarmOptions
+from .common import (add_guest_options, add_image_options, build_image_from_args, guest_config,
+                     print_json, run_dir)
+from .swarm import plan_from_args
+
+DESCRIPTION = """\
+One whole cycle: boot a kdump-ready guest, run a hot-plug swarm, snapshot the topology,
+panic, capture the vmcore, collect it and verify it against the topology.  Prints the
+verifier's report and the phase times.  Exit status 0 only when the result is the expected
+one (--expect, default accurate), 1 otherwise, 2 for bad usage, 3 for a harness failure.
+
+With no options: trixie, 8 x 256M DIMMs and 2 vCPUs hot-added in a burst, sysrq, headers."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="the main job: boot, swarm, panic, capture, verify",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       conflict_handler="resolve")
+    add_image_options(p)
+    add_guest_options(p)
+    g = p.add_argument_group("swarm")
+    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2, help="vCPUs at boot (default 2)")
+    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=2, metavar="N",
+                   help="vCPUs to hot-add (default 2)")
+    g.add_argument("--dimms", default="8x256M", metavar="LIST",
+                   help="DIMMs to hot-add, COUNTxSIZE[,...] (default 8x256M; '' for none)")
+    g.add_argument("--virtio-mem", metavar="SIZE[:SHRINK]", help="grow (and shrink) virtio-mem")
+    g.add_argument("--virtio-mem-max", metavar="SIZE", help="the virtio-mem region size")
+    g.add_argument("--unplug", type=int, default=0, metavar="N", help="DIMMs to unplug afterwards")
+    g.add_argument("--unplug-cpus", type=int, default=0, metavar="N", help="vCPUs to unplug")
+    g.add_argument("--leave-offline", action="store_true", help="do not online hot-added vCPUs")
+    g.add_argument("--seed", type=int, help="shuffle the plan with this seed")
+    g.add_argument("--random", action="store_true", help="with --seed: a random plan")
+    g.add_argument("--timing", default="burst", metavar="T",
+                   help="burst, paced:SECONDS or waves:SIZE:SECONDS")
+    g.add_argument("--contention", action="append", default=[], metavar="SPEC",
+                   help="reload|udev|readers[:cpu=N,offset=S,count=N] (repeatable)")
+    g.add_argument("--update", default="auto", choices=UPDATE_STRATEGIES,
+                   help="who keeps the kdump image current: kernel, reload (udev-like), none")
+    g.add_argument("--settle-timeout", type=float, metavar="SECONDS")
+    c = p.add_argument_group("panic and capture")
+    c.add_argument("--trigger", default="sysrq", choices=TRIGGERS)
+    c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
+                   help="CPU(s) to trigger the panic on")
+    c.add_argument("--panic-after", type=int, metavar="K",
+                   help="panic after K swarm events instead of after the swarm settles")
+    c.add_argument("--mode", default="headers", choices=CAPTURE_MODES)
+    c.add_argument("--expect", default="accurate", choices=EXPECTATIONS,
+                   help="the result that counts as success (stale: a negative control)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .swarm import _virtio_mem_region
+    from ..hotplug import virtio_mem_qemu_args
+
+    if args.cpus + args.add_cpus > args.maxcpus:
+        raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
+                         f"--maxcpus {args.maxcpus}")
+    plan = plan_from_args(args)
+    region = _virtio_mem_region(args)
+    config = guest_config(args, capture_mode=args.mode,
+                          qemu_args=virtio_mem_qemu_args("vmem0", region) if region else ())
+    spec = JobSpec(plan=plan, swarm_options=SwarmOptions(update=args.update,
+                                                         settle_timeout=args.settle_timeout),
+                   contention=tuple(parse_contention(c) for c in args.contention),
+                   trigger=args.trigger, trigger_cpus=tuple(args.cpu),
+                   panic_after=args.panic_after, expect=args.expect)
+    spec.validate()
+    image = build_image_from_args(args)
+    out = run_dir(args, "run")
+    if not args.json:
+        print(f"kdump-harness run: {image.profile} {image.kernel_release}; {plan.summary()}; "
+              f"{args.trigger} panic, {args.mode} capture; evidence in {out}", file=sys.stderr)
+    job = run_job(image, config, spec, out)
+    if args.json:
+        print_json(job.to_json_dict())
+    else:
+        print_job(job)
+    return 0 if job.passed else 1
+
+
+def print_job(job: JobResult) -> None:
+    print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
+    if job.swarm is not None:
+        print(job.swarm.summary())
+    if job.capture is not None:
+        print(f"capture: {job.capture.outcome.value}: {job.capture.reason}")
+    if job.report is not None:
+        print(job.report.to_text())
+    print("phase times:")
+    print(format_times(job.times))
+    status = "PASS" if job.passed else "FAIL"
+    print(f"{status}: result {job.result}, expected {job.expected}: {job.reason.splitlines()[0]}")
+    print(f"evidence: {job.run_dir}")

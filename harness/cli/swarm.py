@@ -1,0 +1,271 @@
+"""``kdump-harness swarm``: boot, run a hot-plug swarm, report the settled topology.
+
+Two forms share one command::
+
+    kdump-harness swarm --dimms 16x256M --cpus 6 [...]     run a swarm (the default)
+    kdump-harness swarm replay TRANSCRIPT.json [...]       run a recorded swarm again
+
+Here ``--cpus`` is the number of vCPUs to *hot-add*; the boot CPU count, ``--cpus`` in
+the other commands, is ``--boot-cpus`` in this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..cmdline import format_size, parse_size
+from ..contention import KINDS as CONTENTION_KINDS
+from ..contention import parse_contention
+from ..errors import UsageError
+from ..hotplug import virtio_mem_qemu_args
+from ..machine import Guest
+from ..swarm import (
+    UPDATE_HELP,
+    UPDATE_STRATEGIES,
+    ReplayResult,
+    SwarmOptions,
+    SwarmPlan,
+    SwarmResult,
+    SwarmSpec,
+    SwarmTranscript,
+    build_plan,
+    guest_config_from_transcript,
+    parse_dimms,
+    parse_timing,
+    parse_virtio_mem,
+    random_plan,
+    replay,
+    run_swarm,
+)
+from ..topology import Topology, format_cpu_list
+from .common import (
+    add_guest_options,
+    add_image_options,
+    build_image_from_args,
+    guest_config,
+    print_json,
+    run_dir,
+)
+
+DESCRIPTION = """\
+Boot a guest, hot-plug DIMMs, virtio-mem and vCPUs in a swarm, wait until the guest shows
+all of it (settle), and print the settled topology, its diff against QEMU's view, the
+kernel's crash hot-plug log counts and the timings. Phase 0 adds everything; phase 1
+(when --unplug/--unplug-cpus/a virtio-mem shrink ask for it) removes. The run directory
+gets transcript.json (replayable), expected.json, observed.json, diff.json, swarm.json
+and klog.txt. Exit status: 0 settled and matching, 1 a finding, 2 usage, 3 harness error.
+
+To run a recorded swarm again on a fresh guest: kdump-harness swarm replay TRANSCRIPT.json
+(options for the replay go after TRANSCRIPT.json)."""
+
+CONTENTION_HELP = (
+    "contention during the swarm, repeatable: KIND[:cpu=N,offset=S,count=N] with KIND one of "
+    f"{', '.join(CONTENTION_KINDS)}; reload = kdump reloads pinned to the ACPI-IRQ CPU "
+    "0.3 s before the swarm (reproduces the trylock failure), udev = a udev-like handler "
+    "reloading kdump when crash_hotplug does not read 1, readers = crash_hotplug readers")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("swarm", help="hot-plug DIMMs, virtio-mem and vCPUs in a swarm; "
+                                     "'swarm replay T.json' runs a transcript again",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       # The shared guest options define --cpus as the boot count; here
+                       # --cpus hot-adds (as the issue spells it), so it replaces that one.
+                       conflict_handler="resolve")
+    add_image_options(p)
+    add_guest_options(p)
+    g = p.add_argument_group("swarm")
+    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
+                   help="vCPUs at boot (default 2)")
+    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=0, metavar="N",
+                   help="vCPUs to hot-add (default 0); needs --maxcpus >= boot + N")
+    g.add_argument("--dimms", default="", metavar="LIST",
+                   help="DIMMs to hot-add: COUNTxSIZE[,COUNTxSIZE...], e.g. 16x256M "
+                        "(sizes must be multiples of the guest's memory block, 128M)")
+    g.add_argument("--virtio-mem", metavar="SIZE[:SHRINK]",
+                   help="add a virtio-mem device at boot, grow it to SIZE in phase 0 and "
+                        "shrink it to SHRINK in phase 1, e.g. 1G:256M")
+    g.add_argument("--virtio-mem-max", metavar="SIZE",
+                   help="the virtio-mem device's region (default: SIZE rounded up to 1G)")
+    g.add_argument("--unplug", type=int, default=0, metavar="N",
+                   help="DIMMs to unplug in phase 1 (default 0)")
+    g.add_argument("--unplug-cpus", type=int, default=0, metavar="N",
+                   help="hot-added vCPUs to unplug in phase 1 (default 0)")
+    g.add_argument("--leave-offline", action="store_true",
+                   help="do not online hot-added vCPUs (udev would)")
+    g.add_argument("--seed", type=int,
+                   help="shuffle each phase and pick what to unplug from this seed")
+    g.add_argument("--random", action="store_true",
+                   help="with --seed: a random plan (counts, sizes, order, removals, timing) "
+                        "within --dimms' count and --cpus")
+    g.add_argument("--timing", default="burst", metavar="T",
+                   help="burst (back to back, default), paced:SECONDS or waves:SIZE:SECONDS")
+    g.add_argument("--contention", action="append", default=[], metavar="SPEC",
+                   help=CONTENTION_HELP)
+    g.add_argument("--update", default="auto", choices=UPDATE_STRATEGIES, help=UPDATE_HELP)
+    g.add_argument("--settle-timeout", type=float, metavar="SECONDS",
+                   help="deadline for each phase to settle (default: the scaled settle timeout)")
+    p.set_defaults(func=cmd_swarm, swarm_command=None)
+
+    rsub = p.add_subparsers(dest="swarm_command", metavar="[replay]")
+    r = rsub.add_parser("replay", help="run a recorded swarm again on a fresh guest",
+                        description="Boot a guest configured as the transcript records, run "
+                                    "its plan again (vCPUs pinned to the recorded slots) and "
+                                    "compare the actions. Exit status 0 when the replay did "
+                                    "the same thing and settled.")
+    r.add_argument("transcript", type=Path, help="transcript.json of an earlier swarm run")
+    add_image_options(r)
+    r.set_defaults(profile=None)   # default: the transcript's profile
+    r.add_argument("--timing", default="plan", choices=("plan", "recorded"),
+                   help="plan: the plan's delays; recorded: the gaps measured in the original")
+    r.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    r.add_argument("--out", type=Path, help="run directory (default ./runs/swarm-replay-<time>)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=cmd_swarm)
+
+
+# -- running ----------------------------------------------------------------------------
+
+def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
+    """The plan the options describe (also used by tests and the benchmark)."""
+    dimms = parse_dimms(args.dimms) if args.dimms else ()
+    grow, shrink = parse_virtio_mem(args.virtio_mem) if args.virtio_mem else (None, None)
+    timing = parse_timing(args.timing)
+    if args.random:
+        if args.seed is None:
+            raise UsageError("--random needs --seed")
+        sizes = tuple(sorted(set(dimms))) or (parse_size("256M"),)
+        return random_plan(args.seed, max_dimms=len(dimms), max_cpus=args.add_cpus,
+                           dimm_sizes=sizes, virtio_mem_max=grow)
+    return build_plan(SwarmSpec(dimms=dimms, cpus=args.add_cpus, virtio_mem=grow,
+                                virtio_mem_shrink=shrink, unplug=args.unplug,
+                                unplug_cpus=args.unplug_cpus, online_cpus=not args.leave_offline,
+                                seed=args.seed, timing=timing))
+
+
+def _virtio_mem_region(args: argparse.Namespace) -> int | None:
+    if not args.virtio_mem:
+        return None
+    grow, _ = parse_virtio_mem(args.virtio_mem)
+    if args.virtio_mem_max:
+        region = parse_size(args.virtio_mem_max)
+        if region < grow:
+            raise UsageError("--virtio-mem-max is smaller than the virtio-mem size")
+        return region
+    gib = 1 << 30
+    return max(gib, (grow + gib - 1) // gib * gib)
+
+
+def cmd_swarm(args: argparse.Namespace) -> int:
+    if args.swarm_command == "replay":
+        return cmd_replay(args)
+    plan = plan_from_args(args)
+    if args.cpus + args.add_cpus > args.maxcpus:
+        raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
+                         f"--maxcpus {args.maxcpus}")
+    region = _virtio_mem_region(args)
+    qemu_args = virtio_mem_qemu_args("vmem0", region) if region else ()
+    config = guest_config(args, qemu_args=qemu_args)
+    contention = [parse_contention(c) for c in args.contention]
+    options = SwarmOptions(update=args.update, settle_timeout=args.settle_timeout)
+    image = build_image_from_args(args)
+    out = run_dir(args, "swarm")
+    with Guest(image, config, out) as guest:
+        if not args.json:
+            print(f"guest booted: {image.profile} {image.kernel_release} ({guest.accel.name}) "
+                  f"in {guest.times.kdump_ready or 0:.2f} s; {plan.summary()}", file=sys.stderr)
+        result = run_swarm(guest, plan, options=options, contention=contention,
+                           transcript_path=out / "transcript.json")
+    save_artifacts(result, out)
+    report = result_report(result, out)
+    if args.json:
+        print_json(report)
+    else:
+        print_result(result, out)
+    return 0 if result.settled else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    transcript = SwarmTranscript.load(args.transcript)
+    args.profile = args.profile or transcript.guest.get("profile") or "trixie"
+    image = build_image_from_args(args)
+    config = guest_config_from_transcript(transcript, accel=args.accel)
+    out = run_dir(args, "swarm-replay")
+    with Guest(image, config, out) as guest:
+        rr = replay(guest, transcript, timing=args.timing,
+                    transcript_path=out / "transcript.json")
+    save_artifacts(rr.result, out)
+    if args.json:
+        print_json(result_report(rr.result, out) | {"replay_of": str(args.transcript),
+                                                     "same_actions": rr.same_actions,
+                                                     "differences": rr.differences})
+    else:
+        print_result(rr.result, out)
+        print_replay(rr, args.transcript)
+    return 0 if rr.same_actions and rr.result.settled else 1
+
+
+# -- output -----------------------------------------------------------------------------
+
+def save_artifacts(result: SwarmResult, out: Path) -> None:
+    """expected.json, observed.json, diff.json, swarm.json and klog.txt in ``out``."""
+    if result.expected is not None:
+        result.expected.save(out / "expected.json")
+    if result.observed is not None:
+        result.observed.save(out / "observed.json")
+    if result.diff is not None:
+        (out / "diff.json").write_text(json.dumps(result.diff.to_json_dict(), indent=2) + "\n")
+    (out / "swarm.json").write_text(json.dumps(result.to_json_dict(), indent=2,
+                                               default=str) + "\n")
+    if result.klog_marker is not None and result.klog_marker.text:
+        (out / "klog.txt").write_text(result.klog_marker.text + "\n")
+
+
+def topology_lines(topo: Topology) -> list[str]:
+    ram = ", ".join(str(r) for r in topo.system_ram)
+    total = sum(r.size for r in topo.system_ram)
+    return [
+        f"  kernel            {topo.kernel_release}",
+        f"  System RAM        {format_size(total)} in {len(topo.system_ram)} ranges: {ram}",
+        f"  Crash kernel      {', '.join(str(r) for r in topo.crash_kernel) or '-'}",
+        (f"  CPUs              online {format_cpu_list(topo.cpus_online)}, present "
+         f"{format_cpu_list(topo.cpus_present)}, possible {format_cpu_list(topo.cpus_possible)}"),
+        (f"  memory blocks     {len(topo.memory_blocks_online)} online, "
+         f"{len(topo.memory_blocks_offline)} offline "
+         f"({format_size(topo.memory_block_size or 0)} each)"),
+        f"  crash_hotplug     cpu={topo.crash_hotplug_cpu} memory={topo.crash_hotplug_memory}",
+    ]
+
+
+def print_result(result: SwarmResult, out: Path) -> None:
+    print(result.summary())
+    if result.observed is not None:
+        print("settled topology (guest):")
+        print("\n".join(topology_lines(result.observed)))
+    if result.latencies:
+        values = sorted(result.latencies.values())
+        print(f"QMP latencies: {len(values)} ops, median {values[len(values) // 2]:.3f} s, "
+              f"max {values[-1]:.3f} s")
+    print(f"evidence: {out}")
+
+
+def print_replay(rr: ReplayResult, original: Path) -> None:
+    if rr.same_actions:
+        print(f"replay of {original}: the same {len(rr.result.plan.events)} actions")
+    else:
+        print(f"replay of {original}: the actions DIFFER")
+        for line in rr.differences:
+            print(f"  {line}")
+
+
+def result_report(result: SwarmResult, out: Path) -> dict[str, Any]:
+    report = result.to_json_dict()
+    report["run_dir"] = str(out)
+    report["observed"] = result.observed.to_json_dict() if result.observed else None
+    report["expected"] = result.expected.to_json_dict() if result.expected else None
+    return report

@@ -1,0 +1,408 @@
+"""The contention injector: what makes ``crash hp: kexec_trylock() failed`` happen.
+
+Three kinds, each started at a chosen offset from a swarm's first event:
+
+``reload``   kdump reloads (``/harness/kdump-load MODE``: unload, then load) back to back,
+             pinned to one guest CPU, by default the CPU that services the ACPI interrupt
+             (IRQ 9).  ``kexec_file_load`` holds the kexec lock for most of its ~1.5 s, so
+             every hot-plug event in that window fails its trylock.  KNOWLEDGE.md: one
+             reload pinned to the ACPI-IRQ CPU ~0.3 s before a 16-DIMM burst made all 32
+             block events fail, 4 runs out of 4; pinned elsewhere it only delayed onlining.
+``udev``     a udev-like handler for every memory/CPU uevent: it reads ``crash_hotplug``
+             and reloads kdump unless it reads 1 (the distro rule: ``ATTRS{crash_hotplug}
+             =="1"`` skips the reload).  One failure cascades into reloads; on 6.1, which
+             has no ``crash_hotplug``, every event reloads, as a distro does.
+``readers``  concurrent ``crash_hotplug`` sysfs readers in tight loops.  Alone they do not
+             reproduce the failure (they queue on the crash hot-plug mutex before trying
+             the kexec lock) but they delay handlers and hold the lock at random moments.
+
+Specs are written ``KIND[:key=value,...]`` on the command line, e.g.
+``reload:cpu=1,offset=-0.3,count=1`` or ``readers:count=8``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import HarnessError, UsageError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .machine import Guest
+
+KINDS = ("reload", "udev", "readers")
+#: The interrupt line QEMU's q35 ACPI SCI uses (hot-plug GPEs arrive on it).
+ACPI_IRQ = 9
+DIR = "/run/harness/contention"
+
+
+@dataclass(frozen=True)
+class ContentionSpec:
+    """One contention source.
+
+    ``cpu``: guest CPU to pin to (``None``: the ACPI-IRQ CPU for ``reload``, unpinned for
+    the others).  ``offset``: seconds from the swarm's first event, negative for before.
+    ``count``: reloads back to back (``reload``) or concurrent readers (``readers``).
+    """
+
+    kind: str
+    cpu: int | None = None
+    offset: float = -0.3
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UsageError(f"contention kind must be one of {', '.join(KINDS)}, "
+                             f"not {self.kind!r}")
+        if self.count < 1:
+            raise UsageError(f"contention {self.kind}: count must be at least 1")
+        if self.cpu is not None and self.cpu < 0:
+            raise UsageError(f"contention {self.kind}: cpu must be a guest CPU number")
+
+    def label(self) -> str:
+        cpu = "acpi-irq" if self.cpu is None and self.kind == "reload" else self.cpu
+        return f"{self.kind}(cpu={cpu}, offset={self.offset:+.2f} s, count={self.count})"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> ContentionSpec:
+        return cls(kind=str(d["kind"]), cpu=d.get("cpu"), offset=float(d.get("offset", -0.3)),
+                   count=int(d.get("count", 1)))
+
+
+def parse_contention(text: str) -> ContentionSpec:
+    """``reload``, ``reload:cpu=1,offset=-0.3,count=2``, ``readers:count=8``, ``udev``."""
+    kind, _, rest = text.partition(":")
+    spec = ContentionSpec(kind.strip())
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"contention option {item!r} in {text!r}: use key=value")
+        try:
+            if key == "cpu":
+                spec = replace(spec, cpu=None if value in ("irq", "acpi") else int(value))
+            elif key == "offset":
+                spec = replace(spec, offset=float(value))
+            elif key == "count":
+                spec = replace(spec, count=int(value))
+            else:
+                raise UsageError(f"unknown contention option {key!r} in {text!r} "
+                                 "(cpu, offset, count)")
+        except ValueError:
+            raise UsageError(f"contention option {item!r} in {text!r} is not a number") from None
+    return spec
+
+
+_CPU_HEADER = re.compile(r"^\s*(CPU\d+\s*)+$")
+
+
+def irq_cpu(interrupts: str, irq: int = ACPI_IRQ, effective: str = "") -> int:
+    """The CPU servicing ``irq``: its effective affinity if known, else the busiest column.
+
+    ``interrupts`` is /proc/interrupts; ``effective`` is /proc/irq/N/effective_affinity_list.
+    """
+    if effective.strip():
+        first = effective.strip().split(",")[0].split("-")[0]
+        if first.isdigit():
+            return int(first)
+    lines = interrupts.splitlines()
+    header = next((line for line in lines if _CPU_HEADER.match(line)), None)
+    if header is None:
+        raise HarnessError("cannot read /proc/interrupts: no CPU header line")
+    cpus = [int(c[3:]) for c in header.split()]
+    for line in lines:
+        name, sep, rest = line.partition(":")
+        if sep and name.strip() == str(irq):
+            counts = [int(x) for x in rest.split()[:len(cpus)] if x.isdigit()]
+            if counts:
+                return cpus[max(range(len(counts)), key=lambda i: counts[i])]
+    raise HarnessError(f"IRQ {irq} is not in /proc/interrupts: no ACPI SCI?")
+
+
+# -- guest-side scripts (busybox ash) ------------------------------------------------------
+
+_RELOAD_SCRIPT = f"""\
+# reload COUNT MODE TAG: COUNT kdump reloads back to back, each timed (guest uptime).
+i=0
+while [ $i -lt "$1" ]; do
+    i=$((i+1))
+    s=$(cut -d' ' -f1 /proc/uptime)
+    /harness/kdump-load "$2" > {DIR}/reload-$3.$i.out 2>&1
+    rc=$?
+    echo "reload $i start=$s end=$(cut -d' ' -f1 /proc/uptime) rc=$rc" >> {DIR}/reload-$3.log
+done
+"""
+
+# Runs once per uevent (from the kernel's uevent helper or busybox `uevent`), in parallel,
+# as udev workers do.  The distro rule skips the reload only when crash_hotplug reads 1.
+_UDEV_SCRIPT = f"""\
+# udev-handler MODE: the kdump udev rule, for memory and cpu uevents.
+case "$SUBSYSTEM" in memory|cpu) ;; *) exit 0 ;; esac
+touch {DIR}/running.$$
+v=$(cat /sys/devices/system/$SUBSYSTEM/crash_hotplug 2>/dev/null)
+line="$(cut -d' ' -f1 /proc/uptime) $SUBSYSTEM $ACTION ${{DEVPATH##*/}} crash_hotplug=${{v:-absent}}"
+if [ "$v" != 1 ]; then
+    if command -v flock >/dev/null; then
+        flock {DIR}/udev.lock /harness/kdump-load "$1" > {DIR}/udev-reload.$$.out 2>&1
+    else
+        /harness/kdump-load "$1" > {DIR}/udev-reload.$$.out 2>&1
+    fi
+    line="$line reload rc=$?"
+fi
+echo "$line" >> {DIR}/udev.log
+rm -f {DIR}/running.$$
+"""
+
+_UDEV_START = f"""\
+# udev-start MODE: route uevents to the handler; the kernel's helper spawns one per event.
+printf '#!/bin/sh\\nexec sh {DIR}/udev-handler.sh %s\\n' "$1" > {DIR}/udev-helper
+chmod +x {DIR}/udev-helper
+if [ -w /proc/sys/kernel/hotplug ]; then
+    echo {DIR}/udev-helper > /proc/sys/kernel/hotplug
+    echo helper > {DIR}/udev.via
+else
+    # No CONFIG_UEVENT_HELPER: busybox's netlink listener, one handler in the background each.
+    uevent sh -c "{DIR}/udev-helper &" > /dev/null 2>&1 &
+    echo $! > {DIR}/udev.pid
+    echo uevent > {DIR}/udev.via
+fi
+"""
+
+_UDEV_STOP = f"""\
+[ "$(cat {DIR}/udev.via 2>/dev/null)" = helper ] && echo > /proc/sys/kernel/hotplug
+[ -f {DIR}/udev.pid ] && kill "$(cat {DIR}/udev.pid)" 2>/dev/null
+rm -f {DIR}/udev.pid
+"""
+
+_READER_SCRIPT = f"""\
+# reader N: read both crash_hotplug files until told to stop; count the reads.
+n=0
+while [ ! -e {DIR}/stop ]; do
+    read v < /sys/devices/system/memory/crash_hotplug
+    read c < /sys/devices/system/cpu/crash_hotplug
+    n=$((n+1))
+done 2>/dev/null
+echo $n > {DIR}/reader.$1.count
+"""
+
+
+def install_command() -> str:
+    """One shell command that writes every contention script into the guest."""
+    parts = [f"rm -rf {DIR}; mkdir -p {DIR}"]
+    for name, body in (("reload.sh", _RELOAD_SCRIPT), ("udev-handler.sh", _UDEV_SCRIPT),
+                       ("udev-start.sh", _UDEV_START), ("udev-stop.sh", _UDEV_STOP),
+                       ("reader.sh", _READER_SCRIPT)):
+        parts.append(f"cat > {DIR}/{name} <<'HARNESS_EOF'\n{body}HARNESS_EOF\n")
+    return "\n".join(parts)
+
+
+def start_command(spec: ContentionSpec, cpu: int | None, kexec_mode: str, tag: int = 0) -> str:
+    """The guest command that starts ``spec`` (it returns at once for udev and readers).
+
+    ``tag`` tells apart the logs of several sources of the same kind.
+    """
+    pin = f"taskset -c {cpu} " if cpu is not None else ""
+    if spec.kind == "reload":
+        return f"{pin}sh {DIR}/reload.sh {spec.count} {kexec_mode} {tag}"
+    if spec.kind == "udev":
+        return f"sh {DIR}/udev-start.sh {kexec_mode}"
+    starts = " ".join(f"{pin}sh {DIR}/reader.sh {tag}-{i} > /dev/null 2>&1 &"
+                      for i in range(spec.count))
+    return f"{starts} echo started"
+
+
+# -- reports ------------------------------------------------------------------------------
+
+_RELOAD_LINE = re.compile(r"reload (\d+) start=([\d.]+) end=([\d.]+) rc=(\d+)")
+_UDEV_LINE = re.compile(r"^([\d.]+) (\w+) (\w+) (\S+) crash_hotplug=(\S+)(?: reload rc=(\d+))?")
+
+
+@dataclass
+class ContentionRun:
+    """What one contention source did (guest times are uptime seconds)."""
+
+    spec: ContentionSpec
+    cpu: int | None
+    started_at: float | None = None         # host seconds from the swarm's first event
+    reloads: list[dict[str, float]] = field(default_factory=list)
+    events: int = 0                         # udev: uevents handled
+    zero_reads: int = 0                     # udev: crash_hotplug read something other than 1
+    reads: int = 0                          # readers: total reads
+    via: str = ""                           # udev: "helper" or "uevent"
+    error: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spec"] = self.spec.to_json_dict()
+        return d
+
+    def summary(self) -> str:
+        text = f"{self.spec.kind} on cpu {self.cpu if self.cpu is not None else 'any'}"
+        if self.started_at is not None:
+            text += f", started {self.started_at:+.2f} s"
+        if self.spec.kind == "reload" or self.reloads:
+            failed = sum(1 for r in self.reloads if r.get("rc"))
+            text += f", {len(self.reloads)} reloads ({failed} failed)"
+        if self.spec.kind == "udev":
+            text += f" via {self.via or '?'}, {self.events} events, {self.zero_reads} not-1 reads"
+        if self.spec.kind == "readers":
+            text += f", {self.reads} reads"
+        if self.error:
+            text += f"; error: {self.error}"
+        return text
+
+
+def parse_reload_log(text: str) -> list[dict[str, float]]:
+    return [{"n": int(m.group(1)), "start": float(m.group(2)), "end": float(m.group(3)),
+             "rc": int(m.group(4))} for m in _RELOAD_LINE.finditer(text)]
+
+
+def parse_udev_log(text: str) -> tuple[int, int, list[dict[str, float]]]:
+    """``(events, reads other than 1, reloads)`` from the handler's log."""
+    events = zero = 0
+    reloads: list[dict[str, float]] = []
+    for line in text.splitlines():
+        m = _UDEV_LINE.match(line.strip())
+        if not m:
+            continue
+        events += 1
+        if m.group(5) != "1":
+            zero += 1
+        if m.group(6) is not None:
+            reloads.append({"at": float(m.group(1)), "rc": int(m.group(6))})
+    return events, zero, reloads
+
+
+# -- the injector --------------------------------------------------------------------------
+
+class ContentionInjector:
+    """Starts contention sources at their offsets from a swarm and collects what they did.
+
+    ``prepare()`` installs the scripts and resolves the ACPI-IRQ CPU; ``lead`` says how
+    long before the swarm's first event the earliest source starts; ``schedule(t0)``
+    arms timers; ``stop()`` ends the sources (waiting, bounded, for reloads in flight)
+    and returns one ``ContentionRun`` each.  A swarm stopped early by a hook leaves the
+    injector running: whoever panics the guest decides whether to call ``stop()``.
+    """
+
+    def __init__(self, guest: Guest, specs: Sequence[ContentionSpec], *,
+                 kexec_mode: str | None = None) -> None:
+        self.guest = guest
+        self.specs = tuple(specs)
+        mode = kexec_mode or guest.config.kexec
+        if any(s.kind in ("reload", "udev") for s in self.specs) and mode not in ("file",
+                                                                                  "classic"):
+            raise UsageError(f"reload contention needs a kdump load mode (file or classic), "
+                             f"not {mode!r}")
+        self.kexec_mode = mode
+        self.runs = [ContentionRun(s, s.cpu) for s in self.specs]
+        self._timers: list[threading.Timer] = []
+        self._channels: list[tuple[ContentionRun, paramiko.Channel]] = []
+        self._lock = threading.Lock()
+        self._t0: float | None = None
+        self.acpi_cpu: int | None = None
+        self.prepared = False
+        self.stopped = False
+
+    @property
+    def lead(self) -> float:
+        """Seconds before the swarm's first event that the earliest source must start."""
+        return max([0.0] + [-s.offset for s in self.specs])
+
+    def prepare(self) -> None:
+        """Install the guest scripts and resolve the CPUs to pin to (one SSH command each)."""
+        self.guest.run(install_command(), check=True)
+        if any(s.kind == "reload" and s.cpu is None for s in self.specs):
+            out = self.guest.run(f"cat /proc/irq/{ACPI_IRQ}/effective_affinity_list "
+                                 f"2>/dev/null; echo @@; cat /proc/interrupts", check=True).stdout
+            effective, _, interrupts = out.partition("@@")
+            self.acpi_cpu = irq_cpu(interrupts, ACPI_IRQ, effective)
+            for run in self.runs:
+                if run.spec.kind == "reload" and run.spec.cpu is None:
+                    run.cpu = self.acpi_cpu
+        self.prepared = True
+
+    def schedule(self, t0: float) -> None:
+        """Start each source at ``t0 + offset`` (host monotonic); late ones start at once."""
+        if not self.prepared:
+            self.prepare()
+        self._t0 = t0
+        for run in self.runs:
+            delay = max(0.0, t0 + run.spec.offset - time.monotonic())
+            timer = threading.Timer(delay, self._start, args=(run,))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+
+    def _start(self, run: ContentionRun) -> None:
+        if self.stopped:
+            return
+        command = start_command(run.spec, run.cpu, self.kexec_mode, self.runs.index(run))
+        try:
+            chan = self.guest.ssh.start(command, timeout=self.guest.timeouts.command)
+        except Exception as exc:  # noqa: BLE001 - a timer thread: record, the report shows it
+            run.error = f"could not start: {exc}"
+            return
+        with self._lock:
+            self._channels.append((run, chan))
+        if self._t0 is not None:
+            run.started_at = time.monotonic() - self._t0
+
+    def stop(self, timeout: float | None = None) -> list[ContentionRun]:
+        """End every source and collect its log; waits at most ``timeout`` for reloads."""
+        if self.stopped:
+            return self.runs
+        self.stopped = True
+        for timer in self._timers:
+            timer.cancel()
+        limit = timeout if timeout is not None else self.guest.timeouts.command
+        deadline = time.monotonic() + limit
+        try:
+            self.guest.run(f"touch {DIR}/stop; sh {DIR}/udev-stop.sh", timeout=limit)
+            # Reloads (and udev handlers' reloads) in flight finish on their own; a
+            # half-done reload would leave kdump unloaded for whatever comes next.
+            while time.monotonic() < deadline:
+                busy = [r for r, c in self._channels if r.spec.kind == "reload"
+                        and not c.exit_status_ready()]
+                handlers = self.guest.run(f"ls {DIR} | grep -c '^running' || true").stdout
+                if not busy and handlers.strip() in ("", "0"):
+                    break
+                time.sleep(0.1)
+            else:
+                for run in self.runs:
+                    run.error = run.error or f"still running after {limit:.0f} s"
+            self._collect()
+        except HarnessError as exc:
+            for run in self.runs:
+                run.error = run.error or f"could not collect: {exc.message}"
+        finally:
+            for _, chan in self._channels:
+                chan.close()
+        return self.runs
+
+    def _collect(self) -> None:
+        out = self.guest.run(
+            f"cd {DIR}; for f in reload-*.log udev.log udev.via reader.*.count; do "
+            f"[ -f $f ] && {{ echo \"@@$f\"; cat $f; }}; done; true").stdout
+        files: dict[str, str] = {}
+        for chunk in out.split("@@")[1:]:
+            name, _, body = chunk.partition("\n")
+            files[name.strip()] = body
+        events, zero, udev_reloads = parse_udev_log(files.get("udev.log", ""))
+        for tag, run in enumerate(self.runs):
+            if run.spec.kind == "reload":
+                run.reloads = parse_reload_log(files.get(f"reload-{tag}.log", ""))
+            elif run.spec.kind == "udev":
+                run.events, run.zero_reads, run.reloads = events, zero, udev_reloads
+                run.via = files.get("udev.via", "").strip()
+            else:
+                run.reads = sum(int(v.strip() or 0) for k, v in files.items()
+                                if k.startswith(f"reader.{tag}-"))

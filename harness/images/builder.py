@@ -1,0 +1,656 @@
+"""Building a guest image: kernel + initramfs from locked Debian packages (or your own kernel).
+
+One image is a directory in the cache::
+
+    vmlinuz          the kernel QEMU boots (-kernel), also kexec'd as the capture kernel
+    userspace.cpio   the guest userspace; the capture kernel's initrd as is
+    initrd.cpio      userspace.cpio + a second cpio with /boot/vmlinuz and /boot/capture.cpio:
+                     the first kernel's initrd (Linux unpacks concatenated archives in order)
+    config           the kernel's .config, when known
+    image.json       what was built (GuestImage fields), written last: its presence means
+                     the image is complete
+
+Both initrds stay uncompressed: under TCG the kernel's own decompressor runs emulated, and
+unpacking a plain cpio is a memcpy (measured: see harness/images/bench.py and the README of
+this package).
+
+Images are keyed by a hash of everything that goes into them (locked package hashes, the
+rootfs tree, your kernel/modules/config, the builder's own source), so a changed input gives
+a new image and an unchanged one is reused. Concurrent builders of one image (pytest-xdist
+workers) serialise on a per-key ``flock``; the first builds in a scratch directory and
+renames it into place, the others find it complete and return it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import ImageBuildError, KernelUnsuitable, UsageError
+from . import cpio
+from .apt import depends_names
+from .bzimage import kernel_release, kernel_release_of
+from .cache import Cache
+from .debs import extract_deb, read_control
+from .elfdeps import LibraryClosure, PackageFile, PackageFiles, library_closure
+from .kconfig import (
+    describe_kernel_config,
+    has_crash_hotplug,
+    parse_kernel_config,
+    raise_if_unsuitable,
+)
+from .kmod import ModuleTree, ResolvedGroup, resolve_group, uncompressed_path
+from .lockfile import LockedFlavour, LockedPackage, load_lock
+from .packages import fetch_debs
+from .profiles import (
+    FLAVOURS,
+    ModuleGroupSpec,
+    Profile,
+    ProfileSet,
+    default_rootfs_dir,
+    guest_images_dir,
+    load_profiles,
+)
+
+log = logging.getLogger("harness.images")
+
+#: Bump when the image layout changes in a way the source digest below would not show.
+BUILDER_VERSION = 1
+#: The builder's own modules that shape the output: their text is part of the image key.
+_OUTPUT_SOURCES = ("builder.py", "cpio.py", "debs.py", "elfdeps.py", "kmod.py")
+
+CUSTOM_FLAVOUR = "custom"
+GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
+MANIFEST_PATH = "etc/harness/image.json"
+MODULE_LIST_DIR = "etc/harness/modules"
+IMAGE_FILES = ("vmlinuz", "userspace.cpio", "initrd.cpio", "image.json")
+
+
+def lock_file_path() -> Path:
+    """``guest-images/packages.lock.json``."""
+    return guest_images_dir() / "packages.lock.json"
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """A built guest image: what QEMU needs plus what tests may want to know about it."""
+
+    profile: str
+    #: cloud | generic | custom (your own kernel)
+    flavour: str
+    kernel_path: Path
+    #: The first kernel's initrd: userspace + /boot/vmlinuz + /boot/capture.cpio.
+    initrd_path: Path
+    #: The capture kernel's initrd (the userspace cpio alone).
+    capture_initrd_path: Path
+    kernel_release: str
+    #: CONFIG_X -> value ("y", "m", "n", numbers, quoted strings); empty if unknown.
+    kernel_config: Mapping[str, str]
+    #: CONFIG_CRASH_HOTPLUG: the kernel updates the kdump image on hot-plug itself.
+    crash_hotplug: bool
+    #: Debian package -> version (userspace and kernel).
+    packages: Mapping[str, str]
+    #: group -> module paths in the guest, in load order (see /etc/harness/modules/<group>).
+    module_groups: Mapping[str, tuple[str, ...]]
+    #: group -> modules that need no loading because they are built in.
+    builtin_modules: Mapping[str, tuple[str, ...]]
+    #: group -> requested modules this kernel does not have at all (e.g. 9p in cloud).
+    unavailable_modules: Mapping[str, tuple[str, ...]]
+    build_seconds: float
+    #: True when this call found the image already built.
+    cached: bool
+    directory: Path
+    key: str
+    #: Where the kernel config came from ("package", a path, or None when unknown).
+    config_source: str | None = None
+    config_notes: tuple[str, ...] = ()
+    built_at: float = 0.0
+    sizes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def custom_kernel(self) -> bool:
+        return self.flavour == CUSTOM_FLAVOUR
+
+    def to_json(self) -> dict[str, Any]:
+        """The record stored as image.json (paths relative to the image directory)."""
+        return {
+            "profile": self.profile, "flavour": self.flavour,
+            "kernel_release": self.kernel_release, "crash_hotplug": self.crash_hotplug,
+            "packages": dict(sorted(self.packages.items())),
+            "module_groups": {g: list(m) for g, m in self.module_groups.items()},
+            "builtin_modules": {g: list(m) for g, m in self.builtin_modules.items()},
+            "unavailable_modules": {g: list(m) for g, m in self.unavailable_modules.items()},
+            "build_seconds": round(self.build_seconds, 3), "key": self.key,
+            "config_source": self.config_source, "config_notes": list(self.config_notes),
+            "built_at": self.built_at, "sizes": dict(self.sizes),
+        }
+
+    @classmethod
+    def load(cls, directory: Path, *, cached: bool = True) -> GuestImage:
+        """Read a complete image directory (``ImageBuildError`` if it is not one)."""
+        try:
+            data = json.loads((directory / "image.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ImageBuildError(f"{directory} is not a complete guest image ({exc})") from exc
+        config_file = directory / "config"
+        config = (parse_kernel_config(config_file.read_text())
+                  if config_file.is_file() else {})
+        return cls(
+            profile=data["profile"], flavour=data["flavour"],
+            kernel_path=directory / "vmlinuz", initrd_path=directory / "initrd.cpio",
+            capture_initrd_path=directory / "userspace.cpio",
+            kernel_release=data["kernel_release"], kernel_config=MappingProxyType(config),
+            crash_hotplug=bool(data["crash_hotplug"]),
+            packages=MappingProxyType(data["packages"]),
+            module_groups=_tuple_map(data["module_groups"]),
+            builtin_modules=_tuple_map(data["builtin_modules"]),
+            unavailable_modules=_tuple_map(data["unavailable_modules"]),
+            build_seconds=float(data["build_seconds"]), cached=cached, directory=directory,
+            key=data["key"], config_source=data.get("config_source"),
+            config_notes=tuple(data.get("config_notes", ())),
+            built_at=float(data.get("built_at", 0.0)),
+            sizes=MappingProxyType(data.get("sizes", {})))
+
+
+def _tuple_map(data: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({k: tuple(v) for k, v in data.items()})
+
+
+def _is_complete(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in IMAGE_FILES)
+
+
+# -- your own kernel --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomKernel:
+    """A kernel you built: bzImage, optional modules tree and config."""
+
+    bzimage: Path
+    release: str
+    #: The ``lib/modules/<release>`` directory, if modules were given.
+    modules: Path | None
+    config: Path | None
+    config_source: str | None
+
+
+def _find_release_dir(modules_dir: Path, release: str) -> Path:
+    """``lib/modules/<release>`` inside what the user passed as the modules directory."""
+    candidates = [modules_dir / "lib" / "modules" / release,
+                  modules_dir / "usr" / "lib" / "modules" / release,
+                  modules_dir / release, modules_dir]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate.name == release) and (
+                (candidate / "kernel").is_dir() or (candidate / "modules.order").is_file()):
+            return candidate
+    found = sorted({p.name for base in (modules_dir / "lib" / "modules",
+                                        modules_dir / "usr" / "lib" / "modules", modules_dir)
+                    if base.is_dir() for p in base.iterdir() if (p / "kernel").is_dir()})
+    raise UsageError(f"--modules {modules_dir}: no lib/modules/{release} for the kernel's release"
+                     + (f" (found: {', '.join(found)})" if found else
+                        " (expected the INSTALL_MOD_PATH of `make modules_install`)"))
+
+
+def custom_kernel(kernel: Path, modules_dir: Path | None, config: Path | None) -> CustomKernel:
+    """Validate the user's kernel inputs; find its release and, if possible, its config."""
+    kernel = Path(kernel)
+    if not kernel.is_file():
+        raise UsageError(f"--kernel {kernel}: no such file")
+    release = kernel_release_of(kernel)
+    release_dir = None
+    if modules_dir is not None:
+        modules_dir = Path(modules_dir)
+        if not modules_dir.is_dir():
+            raise UsageError(f"--modules {modules_dir}: no such directory")
+        release_dir = _find_release_dir(modules_dir, release)
+    source = None
+    if config is not None:
+        config = Path(config)
+        if not config.is_file():
+            raise UsageError(f"--config {config}: no such file")
+        source = str(config)
+    else:
+        # A kernel developer's tree: arch/x86/boot/bzImage sits three levels below .config,
+        # and modules_install leaves lib/modules/<release>/build pointing at the tree.
+        guesses = []
+        if kernel.resolve().parent.parts[-3:] == ("arch", "x86", "boot"):
+            guesses.append(kernel.resolve().parents[3] / ".config")
+        if release_dir is not None:
+            guesses.append(release_dir / "build" / ".config")
+        for guess in guesses:
+            if guess.is_file():
+                config, source = guess, str(guess)
+                break
+    return CustomKernel(kernel, release, release_dir, config, source)
+
+
+# -- planning: what goes in, and the cache key --------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything one build reads, resolved and validated; ``key`` identifies the output."""
+
+    profiles: ProfileSet
+    profile: Profile
+    flavour: str
+    locked: LockedFlavour
+    #: The packages to fetch: userspace, plus the kernel's unless ``custom`` is set.
+    packages: Mapping[str, LockedPackage]
+    custom: CustomKernel | None
+    rootfs: Path
+    key: str
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path, *, contents: bool = True) -> str:
+    """A digest of a directory tree: names, types, executable bits and contents.
+
+    With ``contents=False`` files contribute size and mtime instead (for big module trees:
+    ``make modules_install`` rewrites every file it installs, so that is enough).
+    """
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames
+                                        if os.path.islink(os.path.join(dirpath, d))]):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                digest.update(f"L {rel} {os.readlink(path)}\n".encode())
+                continue
+            info = path.stat()
+            executable = bool(info.st_mode & 0o111)
+            if contents:
+                digest.update(f"F {rel} {executable} {_file_digest(path)}\n".encode())
+            else:
+                digest.update(f"F {rel} {executable} {info.st_size} {info.st_mtime_ns}\n"
+                              .encode())
+    return digest.hexdigest()
+
+
+def _source_digest() -> str:
+    here = Path(__file__).parent
+    digest = hashlib.sha256(f"builder {BUILDER_VERSION}\n".encode())
+    for name in _OUTPUT_SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def plan_build(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,
+               modules_dir: Path | None = None, config: Path | None = None,
+               rootfs: Path | None = None) -> BuildPlan:
+    """Validate the request and compute its cache key (reads local files only)."""
+    if flavour not in FLAVOURS:
+        raise UsageError(f"unknown flavour {flavour!r} (known: {', '.join(FLAVOURS)})")
+    if kernel is None and (modules_dir is not None or config is not None):
+        raise UsageError("a modules directory or a config needs your own kernel (--kernel)")
+    profiles = load_profiles()
+    chosen = profiles.get(profile)
+    lock_path = lock_file_path()
+    locked = load_lock(lock_path).flavour(chosen.name, flavour, path=lock_path)
+    rootfs = Path(rootfs) if rootfs is not None else default_rootfs_dir()
+    if not rootfs.is_dir():
+        raise UsageError(f"guest rootfs {rootfs} is not a directory")
+    init = rootfs / "init"
+    if not (init.is_file() and os.access(init, os.X_OK)):
+        raise UsageError(f"guest rootfs {rootfs} has no executable init: the kernel runs /init")
+    custom = custom_kernel(kernel, modules_dir, config) if kernel is not None else None
+    packages = dict(locked.userspace() if custom else locked.packages)
+
+    ingredients: dict[str, Any] = {
+        "builder": _source_digest(),
+        "profile": chosen.name,
+        "flavour": CUSTOM_FLAVOUR if custom else flavour,
+        "binaries": [[b.guest_path, b.package, b.file_name] for b in profiles.binaries],
+        "module_groups": [[g.name, list(g.modules), g.required] for g in profiles.module_groups],
+        "packages": {n: p.sha256 for n, p in sorted(packages.items())},
+        "kernel_release": None if custom else locked.kernel.release,
+        "rootfs": tree_digest(rootfs),
+    }
+    if custom:
+        ingredients["custom"] = {
+            "bzimage": _file_digest(custom.bzimage),
+            "modules": tree_digest(custom.modules, contents=False) if custom.modules else None,
+            "config": _file_digest(custom.config) if custom.config else None,
+        }
+    key = hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
+    return BuildPlan(profiles, chosen, CUSTOM_FLAVOUR if custom else flavour, locked,
+                     MappingProxyType(packages), custom, rootfs, key)
+
+
+# -- public API ------------------------------------------------------------------------
+
+
+def build_image(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,
+                modules_dir: Path | None = None, config: Path | None = None,
+                mirror: str | None = None, rootfs: Path | None = None,
+                cache_dir: Path | None = None, rebuild: bool = False) -> GuestImage:
+    """Build the guest image for ``profile`` (or return the cached one).
+
+    ``flavour`` picks Debian's kernel (``cloud`` or ``generic``); ``kernel`` (a bzImage)
+    replaces it with your own, with its ``modules_dir`` (INSTALL_MOD_PATH of
+    ``make modules_install``) and ``config``. The userspace always comes from the profile's
+    locked packages. ``mirror`` is only used if a package has to be downloaded (default: the
+    host's apt configuration). ``rootfs`` defaults to ``guest-images/rootfs``; ``cache_dir``
+    to the user cache. ``rebuild`` builds again even if a cached image exists.
+
+    Raises ``UsageError`` for bad inputs, ``KernelUnsuitable`` when the kernel config rules
+    out kdump or hot-plug, ``ImageBuildError``/``HostError`` when building fails.
+    """
+    plan = plan_build(profile, flavour=flavour, kernel=kernel, modules_dir=modules_dir,
+                      config=config, rootfs=rootfs)
+    cache = Cache(cache_dir)
+    final = cache.image_dir(plan.profile.name, plan.flavour, plan.key)
+    if not rebuild and _is_complete(final):
+        return GuestImage.load(final, cached=True)
+    requested_at = time.time()
+    with cache.lock(plan.key):
+        if _is_complete(final):
+            existing = GuestImage.load(final, cached=True)
+            # Another worker finished this image while we waited: that satisfies a rebuild
+            # requested before it was built.
+            if not rebuild or existing.built_at >= requested_at:
+                return existing
+        # Scratch directories of this key left by a killed builder: we hold the lock, so
+        # nobody else is using them.
+        for stale in cache.images_dir().glob(f".build-{plan.key[:16]}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.monotonic()
+        scratch = cache.scratch_dir(f"build-{plan.key[:16]}")
+        try:
+            output = scratch / "image"
+            output.mkdir()
+            record = _build(plan, cache, mirror, scratch / "staging", output)
+            record["build_seconds"] = round(time.monotonic() - started, 3)
+            record["built_at"] = time.time()
+            (output / "image.json").write_text(json.dumps(record, indent=2, sort_keys=True)
+                                               + "\n")
+            cache.install_directory(output, final, last="image.json")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    image = GuestImage.load(final, cached=False)
+    log.info("built %s/%s (%s) in %.1f s: %s", image.profile, image.flavour,
+             image.kernel_release, image.build_seconds, final)
+    return image
+
+
+def image_path(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,
+               modules_dir: Path | None = None, config: Path | None = None,
+               rootfs: Path | None = None, cache_dir: Path | None = None) -> Path:
+    """The directory where this image is (or would be) cached; nothing is built."""
+    plan = plan_build(profile, flavour=flavour, kernel=kernel, modules_dir=modules_dir,
+                      config=config, rootfs=rootfs)
+    return Cache(cache_dir).image_dir(plan.profile.name, plan.flavour, plan.key)
+
+
+def list_images(cache_dir: Path | None = None) -> list[GuestImage]:
+    """Every complete image in the cache, oldest build first."""
+    images = []
+    for directory in sorted(Cache(cache_dir).images_dir().iterdir()):
+        if directory.name.startswith(".") or not _is_complete(directory):
+            continue
+        try:
+            images.append(GuestImage.load(directory, cached=True))
+        except (ImageBuildError, KeyError):
+            continue  # a layout from an older builder: ignore, a rebuild replaces it
+    return sorted(images, key=lambda image: image.built_at)
+
+
+# -- the build itself ------------------------------------------------------------------
+
+
+@dataclass
+class _Kernel:
+    bzimage: bytes
+    release: str
+    modules: ModuleTree | None
+    config: dict[str, str]
+    config_text: str | None
+    config_source: str | None
+
+
+def _debian_kernel(plan: BuildPlan, debs: Mapping[str, Path], staging: Path) -> _Kernel:
+    """Unpack the locked kernel packages (vmlinuz, config, modules) and check them."""
+    root = staging / "kernel"
+    release = plan.locked.kernel.release
+
+    def wanted(path: str) -> bool:
+        return path.startswith(("boot/", f"usr/lib/modules/{release}/"))
+
+    for name in plan.locked.kernel.packages:
+        extract_deb(debs[name], root, wanted)
+    modules_dir = root / "usr" / "lib" / "modules" / release
+
+    def first(*candidates: Path) -> Path | None:
+        return next((c for c in candidates if c.is_file()), None)
+
+    vmlinuz = first(root / "boot" / f"vmlinuz-{release}", modules_dir / "vmlinuz")
+    config_file = first(root / "boot" / f"config-{release}", modules_dir / "config")
+    packages = ", ".join(plan.locked.kernel.packages)
+    if vmlinuz is None:
+        raise ImageBuildError(f"no vmlinuz for {release} in {packages}")
+    if config_file is None:
+        raise ImageBuildError(f"no kernel config for {release} in {packages}")
+    bzimage = vmlinuz.read_bytes()
+    header_release = kernel_release(bzimage, vmlinuz.name)
+    if header_release != release:
+        raise ImageBuildError(f"{vmlinuz.name} says it is {header_release}, the lock says "
+                              f"{release}")
+    text = config_file.read_text()
+    return _Kernel(bzimage, release, ModuleTree(modules_dir) if modules_dir.is_dir() else None,
+                   parse_kernel_config(text), text, "package")
+
+
+def _custom_kernel(custom: CustomKernel) -> _Kernel:
+    text = custom.config.read_text(errors="replace") if custom.config else None
+    return _Kernel(custom.bzimage.read_bytes(), custom.release,
+                   ModuleTree(custom.modules) if custom.modules else None,
+                   parse_kernel_config(text) if text else {}, text, custom.config_source)
+
+
+def _resolve_groups(groups: Sequence[ModuleGroupSpec], kernel: _Kernel,
+                    what: str) -> list[ResolvedGroup]:
+    """Module groups for this kernel; the config fills in where no modules tree says."""
+    config = kernel.config
+    resolved = []
+    for group in groups:
+        for module, symbol in group.modules:
+            value = config.get(symbol)
+            if group.required and value == "n":
+                raise KernelUnsuitable(f"{what}: {symbol} is not set, but the guest needs "
+                                       f"{module} (module group {group.name})")
+            if group.required and value == "m" and kernel.modules is None:
+                raise UsageError(f"{what}: {module} is a module ({symbol}=m): pass the modules "
+                                 "directory (INSTALL_MOD_PATH of `make modules_install`)")
+        config_builtin = {m for m, s in group.modules if config.get(s) == "y"}
+        if kernel.modules is not None:
+            tree = kernel.modules
+            resolved.append(resolve_group(
+                group.name, group.module_names, available=tree.paths,
+                builtin=set(tree.builtin) | config_builtin, depends=tree.depends,
+                required=group.required))
+        elif config:
+            builtin = tuple(m for m in group.module_names if m in config_builtin)
+            missing = tuple(m for m in group.module_names if m not in config_builtin)
+            resolved.append(ResolvedGroup(group.name, (), builtin, missing))
+        else:
+            # No modules and no config: all we can do is assume the drivers are built in.
+            log.warning("%s: no modules directory and no config: assuming module group %s "
+                        "is built in", what, group.name)
+            resolved.append(ResolvedGroup(group.name, (), group.module_names, ()))
+    return resolved
+
+
+def _userspace(plan: BuildPlan, debs: Mapping[str, Path], staging: Path,
+               ) -> tuple[list[tuple[str, PackageFile]], LibraryClosure]:
+    """Unpack the userspace packages, find the binaries and their library closure."""
+    roots = {}
+    for name in sorted(plan.locked.userspace()):
+        roots[name] = staging / "packages" / name
+        extract_deb(debs[name], roots[name])
+    files = PackageFiles(roots)
+    binaries = []
+    for spec in plan.profiles.binaries:
+        found = files.find_executable(spec.package, spec.file_name)
+        if found is None:
+            raise ImageBuildError(f"{spec.package} has no {spec.file_name} in its bin or sbin "
+                                  f"directories (needed at {spec.guest_path})")
+        binaries.append((spec.guest_path, found))
+
+    def declared_depends(package: str) -> list[str]:
+        return depends_names(read_control(debs[package]).get("Depends", ""))
+
+    closure = library_closure(binaries, files, profile=plan.profile.name,
+                              depends=declared_depends)
+    return binaries, closure
+
+
+def _mode(path: Path) -> int:
+    return 0o755 if path.stat().st_mode & 0o111 else 0o644
+
+
+def _rootfs_entries(rootfs: Path) -> list[cpio.Entry]:
+    entries: list[cpio.Entry] = []
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            rel = str(path.relative_to(rootfs))
+            if path.is_symlink():
+                entries.append(cpio.Symlink(rel, os.readlink(path)))
+            elif path.is_dir():
+                entries.append(cpio.Directory(rel))
+            elif path.is_file():
+                entries.append(cpio.RegularFile(rel, path.read_bytes(), _mode(path)))
+    return entries
+
+
+_SKELETON = {"bin": 0o755, "sbin": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755, "etc": 0o755,
+             "dev": 0o755, "proc": 0o555, "sys": 0o555, "run": 0o755, "tmp": 0o1777,
+             "root": 0o700, "var/log": 0o755, "mnt": 0o755, "lib64": 0o755,
+             GUEST_LIB_DIR: 0o755}
+
+_ETC_FILES = {
+    # dropbear looks root up with getpwnam() and checks its shell against /etc/shells.
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\n",
+    "etc/shells": "/bin/sh\n",
+    # glibc >= 2.34 has the "files" NSS backend built in, so no libnss_*.so is needed.
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tguest\n::1\tlocalhost\n",
+}
+
+
+def _build(plan: BuildPlan, cache: Cache, mirror: str | None, staging: Path,
+           output: Path) -> dict[str, Any]:
+    """Build into ``output``; return the image.json record (without timings)."""
+    debs = fetch_debs(cache, plan.profile, plan.packages, mirror)
+    what = (f"kernel {plan.custom.bzimage}" if plan.custom
+            else f"{plan.profile.name}/{plan.flavour} kernel")
+    kernel = _custom_kernel(plan.custom) if plan.custom else _debian_kernel(plan, debs, staging)
+    if kernel.config:
+        raise_if_unsuitable(kernel.config, f"{what} ({kernel.release})")
+    else:
+        log.warning("%s: no kernel config found: cannot check for kdump/hot-plug support "
+                    "before booting (pass --config)", what)
+    groups = _resolve_groups(plan.profiles.module_groups, kernel, what)
+    binaries, closure = _userspace(plan, debs, staging)
+
+    entries: list[cpio.Entry] = [cpio.Directory(p, m) for p, m in _SKELETON.items()]
+    entries.append(cpio.console_node())
+    for guest_path, found in binaries:
+        entries.append(cpio.RegularFile(guest_path, found.disk_path.read_bytes(), 0o755))
+        if found.disk_path.name == "busybox":
+            # Makes rdinit=/bin/sh work for debugging, before /init runs --install.
+            entries.append(cpio.Symlink(str(Path(guest_path).parent / "sh"), "busybox"))
+    for soname, lib in sorted(closure.libraries.items()):
+        entries.append(cpio.RegularFile(f"{GUEST_LIB_DIR}/{soname}", lib.disk_path.read_bytes(),
+                                        _mode(lib.disk_path)))
+    if closure.interpreter is not None:
+        loader = closure.interpreter
+        loader_path = f"{GUEST_LIB_DIR}/{loader.disk_path.name}"
+        entries.append(cpio.RegularFile(loader_path, loader.disk_path.read_bytes(), 0o755))
+        # PT_INTERP is an absolute path (/lib64/ld-linux-x86-64.so.2): point it at the copy.
+        for interp in sorted(closure.interpreter_paths - {"/" + loader_path}):
+            entries.append(cpio.Symlink(interp, "/" + loader_path))
+    # Both Debian search directories work, whichever a tool or script expects.
+    entries.append(cpio.Symlink("usr/lib/x86_64-linux-gnu", f"../../{GUEST_LIB_DIR}"))
+
+    module_lists: dict[str, tuple[str, ...]] = {}
+    if kernel.modules is not None:
+        tree = kernel.modules
+        for group in groups:
+            paths = []
+            for name in group.load_order:
+                guest = f"/lib/modules/{kernel.release}/{uncompressed_path(tree.paths[name])}"
+                paths.append(guest)
+                entries.append(cpio.RegularFile(guest, tree.elf_bytes(name), 0o644))
+            module_lists[group.name] = tuple(paths)
+    for group in groups:
+        paths_text = "".join(p + "\n" for p in module_lists.get(group.name, ()))
+        entries.append(cpio.RegularFile(f"{MODULE_LIST_DIR}/{group.name}", paths_text.encode()))
+    for path, text in _ETC_FILES.items():
+        entries.append(cpio.RegularFile(path, text.encode()))
+
+    packages = {n: p.version for n, p in sorted(plan.packages.items())}
+    manifest = {
+        "profile": plan.profile.name, "flavour": plan.flavour,
+        "kernel_release": kernel.release,
+        "crash_hotplug": has_crash_hotplug(kernel.config),
+        "packages": packages,
+        "binaries": {g: f.package for g, f in binaries},
+        "libraries": {s: lib.package for s, lib in sorted(closure.libraries.items())},
+        "module_groups": {g.name: {"load": list(module_lists.get(g.name, ())),
+                                   "builtin": list(g.builtin),
+                                   "unavailable": list(g.unavailable)} for g in groups},
+        "builder_version": BUILDER_VERSION,
+    }
+    entries.append(cpio.RegularFile(MANIFEST_PATH,
+                                    (json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                                    .encode()))
+    # The guest scripts go last: on a clash the rootfs wins over generated files.
+    entries += _rootfs_entries(plan.rootfs)
+
+    userspace = cpio.newc_bytes(entries)
+    boot = cpio.newc_bytes([cpio.RegularFile("boot/vmlinuz", kernel.bzimage),
+                            cpio.RegularFile("boot/capture.cpio", userspace)])
+    (output / "vmlinuz").write_bytes(kernel.bzimage)
+    (output / "userspace.cpio").write_bytes(userspace)
+    (output / "initrd.cpio").write_bytes(userspace + boot)
+    if kernel.config_text is not None:
+        (output / "config").write_text(kernel.config_text)
+    for name in ("vmlinuz", "userspace.cpio", "initrd.cpio"):
+        os.chmod(output / name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+
+    return {
+        "profile": plan.profile.name, "flavour": plan.flavour,
+        "kernel_release": kernel.release, "crash_hotplug": has_crash_hotplug(kernel.config),
+        "packages": packages,
+        "module_groups": {g.name: list(module_lists.get(g.name, ())) for g in groups},
+        "builtin_modules": {g.name: list(g.builtin) for g in groups},
+        "unavailable_modules": {g.name: list(g.unavailable) for g in groups},
+        "key": plan.key, "config_source": kernel.config_source,
+        "config_notes": describe_kernel_config(kernel.config) if kernel.config else [],
+        "sizes": {"vmlinuz": len(kernel.bzimage), "userspace.cpio": len(userspace),
+                  "initrd.cpio": len(userspace) + len(boot)},
+    }
