@@ -139,7 +139,7 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
         guest.state = GuestState.PANICKED if guest.alive() else guest.state
         guest.shutdown()
         _split_console(guest, start_mark, out)
-        result.console_tail = guest.console.tail(30)
+        result.console_tail = _console_tail(guest.console.text(start_mark))
         result.times.total = time.monotonic() - t0
         (out / "capture.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     return result
@@ -171,19 +171,28 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
 def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: float,
             out: Path, read_raw_header: bool) -> None:
     t = guest.timeouts
-    name, m = _first(guest, {"panic": _PANIC}, start, time.monotonic() + t.panic)
-    if name != "panic" or m is None:
+    # A panic in NMI context defers its console output (printk from NMI only fills the
+    # ring buffer), so the first sign of an NMI panic may be the capture kernel's banner.
+    name, m = _first(guest, {"panic": _PANIC, "end": _END_PANIC, "banner": _CAPTURE_BANNER,
+                             "capture": _CAPTURE_START}, start, time.monotonic() + t.panic)
+    if name is None or m is None or (name == "exited" and not guest.console.text(start).strip()):
         result.outcome = Outcome.NO_PANIC
-        result.reason = (f"no 'Kernel panic' on the console within {t.panic:.0f} s of the "
+        result.reason = (f"no panic on the console within {t.panic:.0f} s of the "
                          f"{result.trigger} trigger"
                          + (" (QEMU exited)" if name == "exited" else ""))
         return
     panic_at = start + m.start()
-    result.panic_message = m.group(1).strip()
-    result.times.panic = guest.console.arrival_time(panic_at) - t0
+    if name == "panic":
+        result.panic_message = m.group(1).strip()
+        result.times.panic = guest.console.arrival_time(panic_at) - t0
+        after_panic = panic_at + len(m.group(0))
+    else:
+        # No panic line seen: the panic happened between the trigger and this output.
+        result.times.panic = None
+        after_panic = panic_at
     result.panic_window = (wall0 - 1.0, time.time() + 1.0)
+    panic_time = t0 + (result.times.panic or 0.0)
 
-    after_panic = panic_at + len(m.group(0))
     name, m = _first(guest, {"end": _END_PANIC, "banner": _CAPTURE_BANNER,
                              "capture": _CAPTURE_START}, after_panic,
                      time.monotonic() + t.capture_boot)
@@ -206,7 +215,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
         return
     capture_at = after_panic + m.start()
     t_capture = guest.console.arrival_time(capture_at)
-    result.times.capture_userspace = t_capture - (t0 + (result.times.panic or 0))
+    result.times.capture_userspace = t_capture - panic_time
     hdr = m.group(3)
     if hdr:
         result.elfcorehdr_addr = _parse_elfcorehdr_arg(hdr)
@@ -230,6 +239,10 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
     guest.shutdown()   # QMP quit: QEMU closes the disks cleanly before we read them
     _collect(guest, out, result)
     result.times.collected = time.monotonic() - collect_started + (collect_started - done_at)
+    if result.panic_message is None and "vmcore_dmesg" in result.files:
+        # NMI panics print nothing on the console before kdump: take it from the dump.
+        found = _PANIC.search(Path(result.files["vmcore_dmesg"]).read_text(errors="replace"))
+        result.panic_message = found.group(1).strip() if found else None
     rc = int(m.group(1))
     if rc != 0 or "vmcore" not in result.files:
         _capture_failed(guest, result, after_panic,
@@ -346,3 +359,12 @@ def _split_console(guest: Guest, start: int, out: Path) -> None:
     (out / "console-first-kernel.log").write_text(text[:cut])
     (out / "console-capture-kernel.log").write_text(
         text[cut:] if m else "(the capture kernel printed nothing)\n")
+
+
+def _console_tail(text: str, head: int = 8, tail: int = 25) -> str:
+    """The panic's first lines and the console's last ones: the cause and the end."""
+    lines = text.splitlines()
+    m = next((i for i, line in enumerate(lines) if _PANIC.search(line)), None)
+    if m is None or len(lines) - m <= head + tail:
+        return "\n".join(lines[-(head + tail):])
+    return "\n".join(lines[m:m + head] + ["[...]"] + lines[-tail:])

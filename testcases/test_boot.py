@@ -1,0 +1,120 @@
+"""Foundation: every profile boots to kdump-ready under QEMU, and bad set-ups fail clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import BootFailure, KdumpLoadError
+from harness.machine import Guest, GuestConfig
+
+pytestmark = pytest.mark.guest
+
+PROFILES = [pytest.param(p, marks=pytest.mark.profile(p)) for p in ("bookworm", "trixie", "sid")]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_boots_kdump_ready(make_guest, guest_image, profile: str) -> None:
+    guest = make_guest(profile)
+    ready = guest.readiness
+    image = guest_image(profile)
+    assert ready.get("release") == image.kernel_release
+    assert ready.kdump_loaded, guest.kdump_output
+    assert ready.get("kdump_syscall") == "file"
+    assert ready.get("crashkernel").strip(","), "no Crash kernel range in /proc/iomem"
+    assert ready.get("cpus_online") == "0-1"
+    assert ready.get("cpus_possible") == "0-7", "vCPU hot-plug slots must be possible CPUs"
+    # 6.1 has no crash hot-plug: no crash_hotplug sysfs file; 6.6+ reads 1 for file loads.
+    expected_hp = "" if profile == "bookworm" else "1"
+    assert ready.get("crash_hotplug_memory") == expected_hp
+    assert ready.get("crash_hotplug_cpu") == expected_hp
+    # Evidence a failing run needs is there from the start.
+    for name in ("qemu-cmdline.txt", "console.log", "qmp.jsonl", "readiness.json"):
+        assert (guest.workdir / name).exists(), name
+    result = guest.run("echo out; echo err >&2; exit 3")
+    assert (result.status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+@pytest.mark.profile("trixie")
+def test_classic_kexec_load_with_hotplug(make_guest) -> None:
+    guest = make_guest("trixie", kexec="classic")
+    assert guest.readiness.get("kdump_syscall") == "classic --hotplug"
+    assert guest.readiness.kdump_loaded
+    # kexec_load --hotplug images are kernel-updatable too: crash_hotplug reads 1.
+    assert guest.readiness.get("crash_hotplug_memory") == "1"
+
+
+@pytest.mark.profile("trixie")
+def test_too_little_memory_for_crashkernel_is_a_clear_kdump_load_error(make_guest) -> None:
+    with pytest.raises(KdumpLoadError, match="no crashkernel region is reserved"):
+        make_guest("trixie", memory=512 << 20, crashkernel="768M")
+
+
+@pytest.mark.profile("trixie")
+def test_guest_that_never_boots_fails_fast_with_console_tail(make_guest) -> None:
+    # init=/nonexistent with rdinit pointing nowhere: the kernel panics with no init.
+    started = time.monotonic()
+    with pytest.raises(BootFailure) as info:
+        make_guest("trixie", kernel_args=("rdinit=/does-not-exist",), crashkernel="")
+    assert "Kernel panic" in str(info.value)
+    assert "console tail" in str(info.value)
+    assert time.monotonic() - started < 60, "a panicking boot must fail at once, not time out"
+
+
+@pytest.mark.profile("trixie")
+def test_no_qemu_survives_sigkill_of_its_runner(guest_image, tmp_path: Path) -> None:
+    """Even ``kill -9`` of the process that owns a guest leaves no QEMU behind."""
+    image = guest_image("trixie")
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from harness.images import build_image
+        from harness.machine import Guest, GuestConfig
+        image = build_image("trixie")
+        g = Guest(image, GuestConfig(kexec="none", accel="tcg"), Path({str(tmp_path / "g")!r}))
+        g.launch()
+        print(g.pid, flush=True)
+        time.sleep(600)
+    """))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        qemu_pid = int(owner.stdout.readline())
+        assert image.kernel_path.exists()
+        os.kill(qemu_pid, 0)   # running
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(qemu_pid, 0)
+            except ProcessLookupError:
+                break
+            # A zombie (reparented, not yet reaped) counts as gone.
+            stat = Path(f"/proc/{qemu_pid}/stat")
+            if stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(qemu_pid, signal.SIGKILL)
+            pytest.fail(f"QEMU {qemu_pid} outlived its SIGKILLed runner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+def test_guest_config_rejects_bad_values() -> None:
+    from harness.errors import UsageError
+
+    for bad in (dict(kexec="sideways"), dict(capture_mode="zip"), dict(firmware="uefi"),
+                dict(memory=256 << 20)):
+        with pytest.raises(UsageError):
+            GuestConfig(**bad).validate()  # type: ignore[arg-type]

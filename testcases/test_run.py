@@ -1,0 +1,74 @@
+"""The main job end to end: ``kdump-harness run`` as users call it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.plugin import settings
+
+pytestmark = pytest.mark.guest
+
+
+def run_cli(request: pytest.FixtureRequest, out: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    accel = settings(request.config).accel
+    status = main(["run", "--out", str(out), "--accel", accel, *args])
+    verdict = json.loads((out / "verdict.json").read_text())
+    return status, verdict
+
+
+def evidence_complete(out: Path) -> None:
+    for name in ("qemu-cmdline.txt", "console.log", "console-first-kernel.log",
+                 "console-capture-kernel.log", "qmp.jsonl", "topology-expected.json",
+                 "topology-at-panic.json", "transcript.json", "elfcorehdr.raw", "verdict.json"):
+        assert (out / name).exists(), f"missing evidence: {name}"
+
+
+@pytest.mark.profile("trixie")
+def test_run_trixie_8_dimms_2_vcpus_is_accurate(request, artifact_dir: Path, capsys) -> None:
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie",
+                              "--dimms", "8x256M", "--cpus", "2")
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert verdict["result"] == "accurate" and verdict["passed"]
+    assert "vmcore verdict: ACCURATE" in out and "PASS" in out
+    codes = [f["code"] for f in verdict["verify"]["findings"]]
+    assert codes.count("dimm-present") >= 8
+    assert verdict["swarm"]["klog"]["trylock_failures"] == 0
+    evidence_complete(artifact_dir)
+
+
+@pytest.mark.profile("bookworm")
+def test_run_bookworm_without_updates_is_a_stale_negative_control(request, artifact_dir: Path,
+                                                                  capsys) -> None:
+    status, verdict = run_cli(request, artifact_dir, "--profile", "bookworm",
+                              "--memhp-default-state", "online", "--dimms", "4x256M",
+                              "--cpus", "0", "--update", "none", "--expect", "stale")
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert verdict["result"] == "stale"
+    missing = [f for f in verdict["verify"]["findings"] if f["code"] == "dimm-missing"]
+    assert len(missing) == 8, "each of the 4 DIMMs is missing from the dump and the raw header"
+    assert all(f["range"] for f in missing), "a missing DIMM names its address range"
+    assert "dimm-missing" in out
+
+
+@pytest.mark.profile("bookworm")
+def test_run_bookworm_with_reload_updates_is_accurate(request, artifact_dir: Path, capsys) -> None:
+    status, verdict = run_cli(request, artifact_dir, "--profile", "bookworm",
+                              "--memhp-default-state", "online", "--dimms", "4x256M",
+                              "--cpus", "1", "--update", "reload")
+    assert status == 0, capsys.readouterr().out
+    assert verdict["result"] == "accurate"
+
+
+@pytest.mark.profile("trixie")
+def test_run_expecting_the_wrong_result_fails(request, artifact_dir: Path, capsys) -> None:
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--dimms", "",
+                              "--cpus", "0", "--kexec", "none", "--expect", "accurate")
+    assert status == 1
+    assert verdict["result"] == "kdump_did_not_occur" and not verdict["passed"]
+    assert (artifact_dir / "console-first-kernel.log").exists()
