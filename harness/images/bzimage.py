@@ -3,7 +3,7 @@
 Documentation/arch/x86/boot.rst: the setup header starts at 0x1F1; 0x1FE holds the boot
 flag 0xAA55, 0x202 the magic "HdrS", 0x206 the protocol version and 0x20E ``kernel_version``:
 a pointer, relative to 0x200, to a NUL-terminated string such as
-``6.12.107+deb13-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP ...``. Its first word is
+``6.12.107+deb13-cloud-amd64 (maintainer@host) #1 SMP PREEMPT_DYNAMIC ...``. Its first word is
 what ``uname -r`` prints and what ``lib/modules/<release>`` is named after.
 """
 

@@ -177,7 +177,7 @@ class ParsedEntry:
 def read_newc(blob: bytes) -> list[list[ParsedEntry]]:
     """Parse one or more concatenated newc archives; one list of members per archive.
 
-    Used by the tests and by ``kdump-harness images`` to inspect a built image.
+    Used by the tests; handy for inspecting a built image by hand.
     """
     archives: list[list[ParsedEntry]] = []
     current: list[ParsedEntry] = []

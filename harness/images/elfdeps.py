@@ -182,7 +182,7 @@ def _missing_message(missing: Sequence[MissingLibrary],
                      depends: Callable[[str], Sequence[str]], profile: str) -> ImageBuildError:
     lines = []
     for item in missing:
-        guesses = likely_packages(item.soname)
+        guesses = likely_packages(posixpath.basename(item.soname))  # PT_INTERP is a path
         declared = [d for d in depends(item.package)
                     if any(d == g or d.startswith(g.split(" ")[0]) for g in guesses)]
         if declared:
@@ -195,7 +195,7 @@ def _missing_message(missing: Sequence[MissingLibrary],
     first = missing[0]
     return ImageBuildError(
         f"{first.soname} (needed by {first.needed_by}) is in none of the {profile} profile's "
-        f"packages" + (f", nor are {len(missing) - 1} more" if len(missing) > 1 else ""),
+        f"packages" + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""),
         details="\n".join(lines) + f"\nAdd the package to profiles.{profile}.packages in "
         "guest-images/profiles.toml, then run "
         f"`kdump-harness images update --profile {profile}`.")

@@ -51,10 +51,8 @@ def uncompressed_path(path: str) -> str:
     raise ValueError(f"not a module file: {path}")
 
 
-def decompress_module(path: Path) -> bytes:
-    """The ELF bytes of a module file, whatever its compression."""
-    data = path.read_bytes()
-    name = path.name
+def decompress_module(name: str, data: bytes) -> bytes:
+    """The ELF bytes of a module file called ``name``, whatever its compression."""
     if name.endswith(".ko.xz"):
         return lzma.decompress(data)
     if name.endswith(".ko.gz"):
@@ -167,25 +165,38 @@ def resolve_group(name: str, roots: Sequence[str], *, available: Iterable[str],
 
 
 class ModuleTree:
-    """The modules of one kernel release on disk (``.../lib/modules/<release>``)."""
+    """The modules of one kernel release: file names, their bytes, and what is built in.
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.paths: dict[str, str] = {}  # module name -> path relative to directory
-        for path in sorted(directory.rglob("*")):
-            rel = str(path.relative_to(directory))
-            if is_module_file(rel) and (path.is_file() or path.is_symlink()):
+    ``files`` are paths relative to ``lib/modules/<release>``; ``read(path)`` returns a file's
+    (possibly compressed) bytes. Modules are decompressed and parsed only when a group needs
+    them.
+    """
+
+    def __init__(self, files: Iterable[str], read: Callable[[str], bytes],
+                 builtin_list: str | None) -> None:
+        self.paths: dict[str, str] = {}  # module name -> path relative to the release dir
+        for rel in sorted(files):
+            if is_module_file(rel):
                 self.paths.setdefault(module_name(rel), rel)
-        builtin_file = directory / "modules.builtin"
-        self.has_builtin_list = builtin_file.is_file()
-        self.builtin = (parse_modules_builtin(builtin_file.read_text())
-                        if self.has_builtin_list else frozenset())
+        self._read = read
+        self.has_builtin_list = builtin_list is not None
+        self.builtin = parse_modules_builtin(builtin_list) if builtin_list else frozenset()
         self._elf: dict[str, bytes] = {}
         self._depends: dict[str, tuple[str, ...]] = {}
 
+    @classmethod
+    def from_directory(cls, directory: Path) -> ModuleTree:
+        """A ``lib/modules/<release>`` directory as ``make modules_install`` leaves it."""
+        files = [str(p.relative_to(directory)) for p in directory.rglob("*")
+                 if is_module_file(p.name) and p.is_file()]
+        builtin = directory / "modules.builtin"
+        return cls(files, lambda rel: (directory / rel).read_bytes(),
+                   builtin.read_text() if builtin.is_file() else None)
+
     def elf_bytes(self, name: str) -> bytes:
         if name not in self._elf:
-            self._elf[name] = decompress_module(self.directory / self.paths[name])
+            rel = self.paths[name]
+            self._elf[name] = decompress_module(rel, self._read(rel))
         return self._elf[name]
 
     def depends(self, name: str) -> tuple[str, ...]:

@@ -207,6 +207,6 @@ def verify_package_file(package: LockedPackage, path: Path) -> None:
         raise ImageBuildError(
             f"SHA256 mismatch for {package.name} {package.version}: the lock says "
             f"{package.sha256}, the downloaded file has {actual}",
-            details=f"file: {path}\nThe mirror serves different bytes for the same version, "
-                    "or the lock is stale: check the mirror, then run "
+            details=f"pool file: {package.filename}\nThe mirror serves different bytes for "
+                    "the same version, or the lock is stale: check the mirror, then run "
                     "`kdump-harness images update` if the change is legitimate.")

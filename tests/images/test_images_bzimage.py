@@ -10,7 +10,7 @@ import pytest
 from harness.errors import UsageError
 from harness.images import bzimage
 
-VERSION = b"6.12.107+deb13-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP Debian\0"
+VERSION = b"6.12.107+deb13-cloud-amd64 (builder@example.invalid) #1 SMP Debian\0"
 
 
 def fake_bzimage(version: bytes = VERSION, at: int = 0x3C00) -> bytearray:

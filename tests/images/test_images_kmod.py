@@ -115,10 +115,11 @@ def test_modinfo_reader_on_a_synthetic_module(tmp_path: Path) -> None:
     subprocess.run(["gcc", "-c", "-o", tmp_path / "fake.ko", source], check=True)
     (tmp_path / "fake.ko.xz").write_bytes(lzma.compress((tmp_path / "fake.ko").read_bytes()))
     (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
-    tree = kmod.ModuleTree(tmp_path)
+    tree = kmod.ModuleTree.from_directory(tmp_path)
     assert tree.paths == {"fake": "fake.ko"}  # the first of fake.ko / fake.ko.xz, sorted
     assert tree.depends("fake") == ("virtio", "virtio_ring")
-    assert kmod.decompress_module(tmp_path / "fake.ko.xz") == (tmp_path / "fake.ko").read_bytes()
+    compressed = (tmp_path / "fake.ko.xz").read_bytes()
+    assert kmod.decompress_module("fake.ko.xz", compressed) == (tmp_path / "fake.ko").read_bytes()
     assert tree.builtin == {"virtio"}
 
 
@@ -141,6 +142,7 @@ def test_modinfo_reader_on_a_real_debian_module(tmp_path: Path) -> None:
                                                                "/virtio_net.ko.xz")))
     if not written:
         pytest.skip(f"{deb.name} has no virtio_net module (a split 7.x binary package)")
-    info = kmod.read_modinfo(kmod.decompress_module(tmp_path / written[0]), written[0])
+    elf = kmod.decompress_module(written[0], (tmp_path / written[0]).read_bytes())
+    info = kmod.read_modinfo(elf, written[0])
     assert info["name"] == ["virtio_net"]
     assert "net_failover" in kmod.depends_from_modinfo(info)

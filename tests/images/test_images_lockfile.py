@@ -55,7 +55,8 @@ def test_missing_profile_says_how_to_fix() -> None:
 ])
 def test_bad_entries_are_rejected(edit: object, message: str) -> None:
     data = sample()
-    package = data["profiles"]["trixie"]["flavours"]["cloud"]["packages"]["busybox-static"]  # type: ignore[index]
+    flavours = data["profiles"]["trixie"]["flavours"]  # type: ignore[index]
+    package = flavours["cloud"]["packages"]["busybox-static"]
     edit(package)  # type: ignore[operator]
     with pytest.raises(UsageError, match=message):
         lockfile.parse_lock(data)

@@ -1,0 +1,105 @@
+"""``kdump-harness bench``: phase timings, median and spread over several runs.
+
+Targets come from the issues and are printed beside each number; benchmarks never fail a
+test run, they report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..images import build_image
+from ..machine import Guest, GuestConfig
+from ..stats import summarize
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmark the phases (median and spread of N runs)",
+                       description="Benchmarks: boot (boot to userspace, kdump load, boot to "
+                                   "kdump-ready), crash (panic to capture, dump written), run "
+                                   "(the whole default job), audit (live elfcorehdr round "
+                                   "trip), images (build from a warm package cache), vmcore "
+                                   "(header inspection of a multi-GiB dump), swarm (hot-plug "
+                                   "settle times).")
+    p.add_argument("what", choices=("boot", "crash", "run", "audit", "images", "vmcore", "swarm"))
+    p.add_argument("--profile", default="trixie")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--mode", default="headers", help="capture mode for 'crash'")
+    p.add_argument("--trigger", default="sysrq", help="panic trigger for 'crash'")
+    p.add_argument("--memory", default="1G", help="guest memory (crash elf: 1536M)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for images/vmcore/swarm")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "images":
+        from ..images.bench import main as images_main
+        return images_main(["--profile", args.profile, "--runs", str(args.runs), *args.rest])
+    if args.what == "vmcore":
+        from ..vmcore.bench import main as vmcore_main
+        return vmcore_main(args.rest)
+    if args.what == "swarm":
+        from ..bench_swarm import main as swarm_main
+        return swarm_main(["--profile", args.profile, "--runs", str(args.runs), *args.rest])
+
+    from ..bench import bench_boot, bench_crash
+    from ..cmdline import parse_size
+
+    image = build_image(args.profile)
+    memory = parse_size(args.memory)
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    print(f"bench {args.what}: {image.profile} {image.kernel_release}, {args.runs} runs, "
+          f"{args.memory} guest", flush=True)
+    if args.what == "boot":
+        rows = bench_boot(image, args.runs, GuestConfig(memory=memory), report)
+        targets = {"boot to kdump-ready": 4.5}
+    elif args.what == "crash":
+        config = GuestConfig(memory=memory, capture_mode=args.mode)
+        rows = bench_crash(image, args.runs, config, args.trigger, report)
+        targets = {"panic to capture userspace": 5.0, "dump written (headers)": 1.0,
+                   "dump written (elf)": 15.0}
+    elif args.what == "audit":
+        rows = _bench_audit(image, args.runs, report)
+        targets = {"live audit round trip": 0.3}
+    else:
+        rows = _bench_run(image, args.runs, report)
+        targets = {"run: boot to verdict": 15.0}
+    for row in rows:
+        print(row.line(target=targets.get(row.name)))
+    return 0
+
+
+def _bench_audit(image: object, runs: int, report: object) -> list:  # type: ignore[type-arg]
+    from ..live_audit import audit
+
+    rounds, reads = [], []
+    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
+        with Guest(image, GuestConfig(), Path(tmp)) as g:  # type: ignore[arg-type]
+            location = audit(g).location
+            for _ in range(max(runs, 5) * 4):
+                a = audit(g, location=location)
+                rounds.append(a.seconds)
+                reads.append(a.read_seconds)
+    return [summarize("live audit round trip", rounds), summarize("header read (pmemsave)", reads)]
+
+
+def _bench_run(image: object, runs: int, report) -> list:  # type: ignore[no-untyped-def,type-arg]
+    from ..job import JobSpec, run_job
+    from ..swarm import SwarmSpec, build_plan
+
+    totals, phases = [], {}
+    for i in range(runs):
+        with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
+            started = time.monotonic()
+            spec = JobSpec(plan=build_plan(SwarmSpec(dimms=(256 << 20,) * 8, cpus=2)))
+            job = run_job(image, GuestConfig(), spec, Path(tmp))
+            totals.append(time.monotonic() - started)
+            for k, v in job.times.items():
+                phases.setdefault(k, []).append(v)
+            report(f"  run {i + 1}: {job.result} in {totals[-1]:.2f} s")
+    return [summarize("run: boot to verdict", totals)] + [
+        summarize(f"  {k}", v) for k, v in phases.items() if k != "total"]

@@ -1,0 +1,258 @@
+"""The builder: cache keys, your own kernel, concurrent builds, and a real offline build."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import ImageBuildError, KernelUnsuitable, UsageError
+from harness.images import builder, cpio, elfdeps
+from harness.images.kconfig import REQUIRED_OPTIONS
+from harness.images.lockfile import load_lock
+
+
+def fake_bzimage(path: Path, release: str = "7.1.0-rc3+") -> Path:
+    blob = bytearray(0x1000)
+    struct.pack_into("<H", blob, 0x1FE, 0xAA55)
+    blob[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", blob, 0x20E, 0x800 - 0x200)
+    version = f"{release} (dev@example) #1 SMP\0".encode()
+    blob[0x800:0x800 + len(version)] = version
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def good_config(path: Path, extra: str = "") -> Path:
+    path.write_text("\n".join(f"{symbol}=y" for symbol, _ in REQUIRED_OPTIONS) + "\n" + extra)
+    return path
+
+
+# -- keys and planning ---------------------------------------------------------------------
+
+
+def test_key_is_stable_and_follows_every_input(rootfs: Path) -> None:
+    key = builder.plan_build("trixie", rootfs=rootfs).key
+    assert builder.plan_build("trixie", rootfs=rootfs).key == key
+    assert builder.plan_build("trixie", flavour="generic", rootfs=rootfs).key != key
+    assert builder.plan_build("bookworm", rootfs=rootfs).key != key
+    (rootfs / "harness" / "lib.sh").write_text("changed\n")
+    changed = builder.plan_build("trixie", rootfs=rootfs).key
+    assert changed != key
+    os.chmod(rootfs / "harness" / "lib.sh", 0o755)
+    assert builder.plan_build("trixie", rootfs=rootfs).key != changed
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"flavour": "rt"}, "unknown flavour 'rt'"),
+    ({"modules_dir": Path("/tmp")}, "needs your own kernel"),
+    ({"kernel": Path("/nonexistent/bzImage")}, "no such file"),
+])
+def test_bad_requests_are_usage_errors(rootfs: Path, kwargs: dict[str, Any],
+                                       message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        builder.plan_build("trixie", rootfs=rootfs, **kwargs)
+
+
+def test_rootfs_needs_an_executable_init(rootfs: Path) -> None:
+    os.chmod(rootfs / "init", 0o644)
+    with pytest.raises(UsageError, match="no executable init"):
+        builder.plan_build("trixie", rootfs=rootfs)
+
+
+def test_custom_kernel_finds_modules_and_config_of_a_build_tree(tmp_path: Path) -> None:
+    tree = tmp_path / "linux"
+    kernel = fake_bzimage(tree / "arch" / "x86" / "boot" / "bzImage")
+    good_config(tree / ".config")
+    modules = tmp_path / "mods"
+    (modules / "lib" / "modules" / "7.1.0-rc3+" / "kernel").mkdir(parents=True)
+    custom = builder.custom_kernel(kernel, modules, None)
+    assert custom.release == "7.1.0-rc3+"
+    assert custom.modules == modules / "lib" / "modules" / "7.1.0-rc3+"
+    assert custom.config == tree / ".config" and custom.config_source == str(tree / ".config")
+
+
+def test_custom_kernel_with_modules_of_another_release(tmp_path: Path) -> None:
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    (tmp_path / "mods" / "lib" / "modules" / "6.99.0" / "kernel").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"no lib/modules/7.1.0-rc3\+ .*found: 6.99.0"):
+        builder.custom_kernel(kernel, tmp_path / "mods", None)
+
+
+# -- caching and concurrency (the build itself replaced by a fake) ----------------------------
+
+
+def _fake_build(calls: list[str], delay: float = 0.0) -> Any:
+    def build(plan: builder.BuildPlan, cache: Any, mirror: Any, staging: Path,
+              output: Path) -> dict[str, Any]:
+        calls.append(plan.key)
+        time.sleep(delay)
+        for name in ("vmlinuz", "userspace.cpio", "initrd.cpio"):
+            (output / name).write_bytes(name.encode())
+        return {"profile": plan.profile.name, "flavour": plan.flavour,
+                "kernel_release": "6.12.0", "crash_hotplug": True, "packages": {},
+                "module_groups": {}, "builtin_modules": {}, "unavailable_modules": {},
+                "key": plan.key, "sizes": {}}
+    return build
+
+
+def test_concurrent_requests_build_once(rootfs: Path, cache_dir: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(builder, "_build", _fake_build(calls, delay=0.3))
+    results: list[builder.GuestImage] = []
+
+    def worker() -> None:
+        results.append(builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(r.cached for r in results) == [False, True, True, True]
+    assert len({r.directory for r in results}) == 1
+    assert [p.name for p in (cache_dir / "images").iterdir()] == [results[0].directory.name]
+
+
+def test_rebuild_replaces_files_in_place(rootfs: Path, cache_dir: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(builder, "_build", _fake_build(calls))
+    first = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    inode = first.directory.stat().st_ino
+    again = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    assert again.cached and len(calls) == 1
+    rebuilt = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, rebuild=True)
+    assert not rebuilt.cached and len(calls) == 2
+    assert rebuilt.directory.stat().st_ino == inode and rebuilt.built_at > first.built_at
+    assert builder.image_path("trixie", rootfs=rootfs, cache_dir=cache_dir) == first.directory
+    assert [i.directory for i in builder.list_images(cache_dir)] == [first.directory]
+
+
+def test_custom_kernel_config_is_checked_before_any_download(
+        tmp_path: Path, rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tried to fetch packages")
+    monkeypatch.setattr(builder, "fetch_debs", no_network)
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    config = good_config(tmp_path / "config").read_text().replace("CONFIG_CRASH_DUMP=y", "")
+    (tmp_path / "config").write_text(config)
+    with pytest.raises(KernelUnsuitable, match="CONFIG_CRASH_DUMP is not set"):
+        builder.build_image("trixie", kernel=kernel, config=tmp_path / "config",
+                            rootfs=rootfs, cache_dir=cache_dir)
+    good_config(tmp_path / "config", "CONFIG_VIRTIO_NET=m\n")
+    with pytest.raises(UsageError, match=r"virtio_net is a module \(CONFIG_VIRTIO_NET=m\)"):
+        builder.build_image("trixie", kernel=kernel, config=tmp_path / "config",
+                            rootfs=rootfs, cache_dir=cache_dir)
+
+
+# -- a real build from cached packages (no network) -----------------------------------------
+
+
+def _seed_debs(user_cache: Path, cache_dir: Path, profile: str, flavour: str,
+               userspace_only: bool = False) -> None:
+    locked = load_lock(builder.lock_file_path()).flavour(profile, flavour)
+    wanted = locked.userspace() if userspace_only else locked.packages
+    missing = [n for n, p in wanted.items()
+               if not (user_cache / "debs" / f"{p.sha256}.deb").is_file()]
+    if missing:
+        pytest.skip(f"packages not cached ({', '.join(missing[:3])}...): run "
+                    f"`kdump-harness images build --profile {profile}` once to enable this test")
+    (cache_dir / "debs").mkdir(parents=True, exist_ok=True)
+    for package in wanted.values():
+        source = user_cache / "debs" / f"{package.sha256}.deb"
+        target = cache_dir / "debs" / source.name
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy(source, target)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.images import apt
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a build from a warm cache must not use apt")
+    monkeypatch.setattr(apt.AptState, "__init__", refuse)
+
+
+def _archive(path: Path) -> dict[str, cpio.ParsedEntry]:
+    (archive,) = cpio.read_newc(path.read_bytes())
+    return {e.path: e for e in archive}
+
+
+@pytest.mark.usefixtures("offline")
+def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Path,
+                                                rootfs: Path, tmp_path: Path) -> None:
+    _seed_debs(user_cache, cache_dir, "trixie", "cloud")
+    image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    assert image.kernel_release.startswith("6.12.") and image.crash_hotplug
+    assert image.kernel_config["CONFIG_CRASH_DUMP"] == "y"
+    members = _archive(image.capture_initrd_path)
+    for path in ("init", "bin/busybox", "sbin/kexec", "usr/bin/makedumpfile",
+                 "usr/sbin/dropbear", "usr/bin/dropbearkey", "dev/console", "etc/passwd"):
+        assert path in members, path
+    assert members["lib64/ld-linux-x86-64.so.2"].data == \
+        b"/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    # Every DT_NEEDED of every ELF file in the image is in the image.
+    for path, entry in members.items():
+        if entry.data[:4] == b"\x7fELF" and not path.startswith("lib/modules/"):
+            (tmp_path / "elf").write_bytes(entry.data)
+            for soname in elfdeps.read_elf_info(tmp_path / "elf").needed:
+                assert f"lib/x86_64-linux-gnu/{soname}" in members, (path, soname)
+    # Module group files list absolute guest paths that exist, dependencies first.
+    net = members["etc/harness/modules/net"].data.decode().split()
+    assert [p.rsplit("/", 1)[1] for p in net][-1] == "virtio_net.ko"
+    assert all(p[1:] in members and members[p[1:]].data[:4] == b"\x7fELF" for p in net)
+    assert members["etc/harness/modules/base"].data == b""  # virtio_pci is built in on 6.12
+    assert image.builtin_modules["base"] == ("virtio_pci",)
+    assert image.unavailable_modules["9p"] == ("9pnet_virtio", "9p")  # no 9p in cloud
+    manifest = json.loads(members["etc/harness/image.json"].data)
+    assert manifest["kernel_release"] == image.kernel_release
+    assert manifest["module_groups"]["net"]["load"] == net
+    # The first kernel's initrd adds the kernel and the capture initrd.
+    userspace, boot = cpio.read_newc(image.initrd_path.read_bytes())
+    assert len(userspace) == len(_archive(image.capture_initrd_path))
+    boot_files = {e.path: e.data for e in boot}
+    assert boot_files["boot/capture.cpio"] == image.capture_initrd_path.read_bytes()
+    assert boot_files["boot/vmlinuz"] == image.kernel_path.read_bytes()
+    # (Byte-for-byte reproducibility across rebuilds is checked by harness.images.bench.)
+
+
+@pytest.mark.usefixtures("offline")
+def test_custom_kernel_without_modules_uses_the_config(user_cache: Path, cache_dir: Path,
+                                                       rootfs: Path, tmp_path: Path) -> None:
+    _seed_debs(user_cache, cache_dir, "trixie", "cloud", userspace_only=True)
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    config = good_config(tmp_path / "config", "CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_NET=y\n"
+                                              "CONFIG_VIRTIO_BLK=y\nCONFIG_CRASH_HOTPLUG=y\n")
+    image = builder.build_image("trixie", kernel=kernel, config=config, rootfs=rootfs,
+                                cache_dir=cache_dir)
+    assert image.flavour == "custom" and image.kernel_release == "7.1.0-rc3+"
+    assert image.crash_hotplug and image.config_source == str(config)
+    assert image.builtin_modules["net"] == ("virtio_net",)
+    assert image.unavailable_modules["9p"] == ("9pnet_virtio", "9p")
+    assert not any(name.startswith("linux-") for name in image.packages)
+    assert image.kernel_path.read_bytes() == kernel.read_bytes()
+
+
+def test_missing_package_file_without_network_is_clear(rootfs: Path, cache_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.images import packages
+
+    def no_mirror(mirror: str | None) -> str:
+        raise ImageBuildError("no network in this test")
+    monkeypatch.setattr(packages, "resolve_mirror", no_mirror)
+    with pytest.raises(ImageBuildError, match="no network in this test"):
+        builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
