@@ -141,8 +141,10 @@ while [ $i -lt "$1" ]; do
 done
 """
 
-# Runs once per uevent (from the kernel's uevent helper or busybox `uevent`), in parallel,
-# as udev workers do.  The distro rule skips the reload only when crash_hotplug reads 1.
+# Runs once per uevent (from busybox `uevent`), in parallel, as udev workers do.  The
+# distro rule skips the reload only when crash_hotplug reads 1.  Reloads are serialised
+# and coalesced the way systemd treats `try-restart kdump` from a udev rule: while one
+# reload is queued, later requests are absorbed by it (Debian's kdump-tools rule).
 _UDEV_SCRIPT = f"""\
 # udev-handler MODE: the kdump udev rule, for memory and cpu uevents.
 case "$SUBSYSTEM" in memory|cpu) ;; *) exit 0 ;; esac
@@ -150,34 +152,31 @@ touch {DIR}/running.$$
 v=$(cat /sys/devices/system/$SUBSYSTEM/crash_hotplug 2>/dev/null)
 line="$(cut -d' ' -f1 /proc/uptime) $SUBSYSTEM $ACTION ${{DEVPATH##*/}} crash_hotplug=${{v:-absent}}"
 if [ "$v" != 1 ]; then
-    if command -v flock >/dev/null; then
-        flock {DIR}/udev.lock /harness/kdump-load "$1" > {DIR}/udev-reload.$$.out 2>&1
-    else
+    if mkdir {DIR}/udev.queued 2>/dev/null; then
+        until mkdir {DIR}/udev.lock 2>/dev/null; do sleep 0.05; done
+        rmdir {DIR}/udev.queued
         /harness/kdump-load "$1" > {DIR}/udev-reload.$$.out 2>&1
+        line="$line reload rc=$?"
+        rmdir {DIR}/udev.lock
+    else
+        line="$line coalesced"
     fi
-    line="$line reload rc=$?"
 fi
 echo "$line" >> {DIR}/udev.log
 rm -f {DIR}/running.$$
 """
 
 _UDEV_START = f"""\
-# udev-start MODE: route uevents to the handler; the kernel's helper spawns one per event.
-printf '#!/bin/sh\\nexec sh {DIR}/udev-handler.sh %s\\n' "$1" > {DIR}/udev-helper
+# udev-start MODE: route memory and cpu uevents to the handler, one per event, in parallel.
+# (Debian kernels have no CONFIG_UEVENT_HELPER: busybox's netlink listener it is.)
+printf '#!/bin/sh\\nsh {DIR}/udev-handler.sh %s &\\n' "$1" > {DIR}/udev-helper
 chmod +x {DIR}/udev-helper
-if [ -w /proc/sys/kernel/hotplug ]; then
-    echo {DIR}/udev-helper > /proc/sys/kernel/hotplug
-    echo helper > {DIR}/udev.via
-else
-    # No CONFIG_UEVENT_HELPER: busybox's netlink listener, one handler in the background each.
-    uevent sh -c "{DIR}/udev-helper &" > /dev/null 2>&1 &
-    echo $! > {DIR}/udev.pid
-    echo uevent > {DIR}/udev.via
-fi
+uevent {DIR}/udev-helper > /dev/null 2>&1 &
+echo $! > {DIR}/udev.pid
+echo uevent > {DIR}/udev.via
 """
 
 _UDEV_STOP = f"""\
-[ "$(cat {DIR}/udev.via 2>/dev/null)" = helper ] && echo > /proc/sys/kernel/hotplug
 [ -f {DIR}/udev.pid ] && kill "$(cat {DIR}/udev.pid)" 2>/dev/null
 rm -f {DIR}/udev.pid
 """
@@ -222,7 +221,8 @@ def start_command(spec: ContentionSpec, cpu: int | None, kexec_mode: str, tag: i
 # -- reports ------------------------------------------------------------------------------
 
 _RELOAD_LINE = re.compile(r"reload (\d+) start=([\d.]+) end=([\d.]+) rc=(\d+)")
-_UDEV_LINE = re.compile(r"^([\d.]+) (\w+) (\w+) (\S+) crash_hotplug=(\S+)(?: reload rc=(\d+))?")
+_UDEV_LINE = re.compile(
+    r"^([\d.]+) (\w+) (\w+) (\S+) crash_hotplug=(\S+)(?: reload rc=(\d+)| (coalesced))?")
 
 
 @dataclass
@@ -235,6 +235,7 @@ class ContentionRun:
     reloads: list[dict[str, float]] = field(default_factory=list)
     events: int = 0                         # udev: uevents handled
     zero_reads: int = 0                     # udev: crash_hotplug read something other than 1
+    coalesced: int = 0                      # udev: reload requests absorbed by a queued one
     reads: int = 0                          # readers: total reads
     via: str = ""                           # udev: "helper" or "uevent"
     error: str | None = None
@@ -252,7 +253,8 @@ class ContentionRun:
             failed = sum(1 for r in self.reloads if r.get("rc"))
             text += f", {len(self.reloads)} reloads ({failed} failed)"
         if self.spec.kind == "udev":
-            text += f" via {self.via or '?'}, {self.events} events, {self.zero_reads} not-1 reads"
+            text += (f" via {self.via or '?'}, {self.events} events, {self.zero_reads} not-1 "
+                     f"reads, {self.coalesced} coalesced")
         if self.spec.kind == "readers":
             text += f", {self.reads} reads"
         if self.error:
@@ -265,9 +267,9 @@ def parse_reload_log(text: str) -> list[dict[str, float]]:
              "rc": int(m.group(4))} for m in _RELOAD_LINE.finditer(text)]
 
 
-def parse_udev_log(text: str) -> tuple[int, int, list[dict[str, float]]]:
-    """``(events, reads other than 1, reloads)`` from the handler's log."""
-    events = zero = 0
+def parse_udev_log(text: str) -> tuple[int, int, int, list[dict[str, float]]]:
+    """``(events, reads other than 1, coalesced requests, reloads)`` from the handler's log."""
+    events = zero = coalesced = 0
     reloads: list[dict[str, float]] = []
     for line in text.splitlines():
         m = _UDEV_LINE.match(line.strip())
@@ -278,7 +280,9 @@ def parse_udev_log(text: str) -> tuple[int, int, list[dict[str, float]]]:
             zero += 1
         if m.group(6) is not None:
             reloads.append({"at": float(m.group(1)), "rc": int(m.group(6))})
-    return events, zero, reloads
+        if m.group(7):
+            coalesced += 1
+    return events, zero, coalesced, reloads
 
 
 # -- the injector --------------------------------------------------------------------------
@@ -366,7 +370,10 @@ class ContentionInjector:
         limit = timeout if timeout is not None else self.guest.timeouts.command
         deadline = time.monotonic() + limit
         try:
-            self.guest.run(f"touch {DIR}/stop; sh {DIR}/udev-stop.sh", timeout=limit)
+            self.guest.run(f"touch {DIR}/stop", timeout=limit)
+            if any(r.spec.kind == "udev" for r in self.runs):
+                self._drain_udev(deadline)
+            self.guest.run(f"sh {DIR}/udev-stop.sh", timeout=limit)
             # Reloads (and udev handlers' reloads) in flight finish on their own; a
             # half-done reload would leave kdump unloaded for whatever comes next.
             while time.monotonic() < deadline:
@@ -388,6 +395,23 @@ class ContentionInjector:
                 chan.close()
         return self.runs
 
+    def _drain_udev(self, deadline: float, quiet: float = 1.0) -> None:
+        """Let the handlers catch up with queued uevents, as udev would, before stopping.
+
+        Under TCG each handler takes ~0.1 s, so a swarm leaves a backlog in the netlink
+        socket; done means no handler running and no new log line for ``quiet`` seconds.
+        """
+        last, quiet_since = "", time.monotonic()
+        while time.monotonic() < deadline:
+            state = self.guest.run(f"ls {DIR} | grep -c '^running'; "
+                                   f"wc -l < {DIR}/udev.log 2>/dev/null || echo 0").stdout
+            running = state.split()[0] if state.split() else "0"
+            if state != last or running != "0":
+                last, quiet_since = state, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet:
+                return
+            time.sleep(0.1)
+
     def _collect(self) -> None:
         out = self.guest.run(
             f"cd {DIR}; for f in reload-*.log udev.log udev.via reader.*.count; do "
@@ -396,12 +420,13 @@ class ContentionInjector:
         for chunk in out.split("@@")[1:]:
             name, _, body = chunk.partition("\n")
             files[name.strip()] = body
-        events, zero, udev_reloads = parse_udev_log(files.get("udev.log", ""))
+        events, zero, coalesced, udev_reloads = parse_udev_log(files.get("udev.log", ""))
         for tag, run in enumerate(self.runs):
             if run.spec.kind == "reload":
                 run.reloads = parse_reload_log(files.get(f"reload-{tag}.log", ""))
             elif run.spec.kind == "udev":
                 run.events, run.zero_reads, run.reloads = events, zero, udev_reloads
+                run.coalesced = coalesced
                 run.via = files.get("udev.via", "").strip()
             else:
                 run.reads = sum(int(v.strip() or 0) for k, v in files.items()

@@ -705,6 +705,7 @@ class _Runner:
         self.free_slots: list[hp.FreeCpuSlot] | None = None
         self.offline_cpus: set[str] = set()        # vCPU device ids to leave offline
         self.cpu_ids: set[str] = set()             # vCPU device ids plugged by this run
+        self.cpu_unplugs: set[str] = set()         # vCPU device ids unplugged by this run
         self.baseline_present: tuple[int, ...] = ()
         self.qmp_mark = 0
         self.done = 0
@@ -906,6 +907,7 @@ class _Runner:
                 self.offline_cpus.add(dev)
         elif event.action is Action.UNPLUG_CPU:
             self.tracker.sent(dev, hp.OpKind.UNPLUG, at=at)
+            self.cpu_unplugs.add(dev)
             hp.unplug(qmp, dev)
         elif event.action is Action.RESIZE_VIRTIO_MEM:
             assert event.size is not None
@@ -949,23 +951,37 @@ class _Runner:
         while True:
             self._pump(events)
             pending = self.tracker.pending(devices)
-            resizes = [op for op in pending if op.kind is hp.OpKind.RESIZE]
-            if resizes and time.monotonic() >= next_query:
-                # MEMORY_DEVICE_SIZE_CHANGE is rate-limited by QEMU; the query is not.
-                self._check_resizes(resizes)
+            polled = [op for op in pending if op.kind is hp.OpKind.RESIZE
+                      or op.device in self.cpu_unplugs]
+            if polled and time.monotonic() >= next_query:
+                self._poll_ops(polled)
                 next_query = time.monotonic() + 0.1
                 pending = self.tracker.pending(devices)
             if not pending or time.monotonic() >= deadline:
                 return pending
             time.sleep(0.01)
 
-    def _check_resizes(self, ops: Sequence[hp.DeviceOp]) -> None:
-        self._remember_memdevs(self.qmp.execute("query-memory-devices"))
+    def _poll_ops(self, ops: Sequence[hp.DeviceOp]) -> None:
+        """Ask QEMU directly where its events are not enough.
+
+        MEMORY_DEVICE_SIZE_CHANGE is rate-limited (one a second per device); and QEMU 7.2
+        under TCG sends DEVICE_DELETED for an unplugged vCPU's lapic child but not always
+        for the vCPU itself, though the vCPU is gone from query-cpus-fast.
+        """
+        if any(op.kind is hp.OpKind.RESIZE for op in ops):
+            self._remember_memdevs(self.qmp.execute("query-memory-devices"))
+        present: dict[str, int] | None = None
         for op in ops:
-            dev = self.memdevs.get(op.device)
-            if dev is not None:
-                op.last_size = dev.size
-                if dev.size == op.target_size:
+            if op.kind is hp.OpKind.RESIZE:
+                dev = self.memdevs.get(op.device)
+                if dev is not None:
+                    op.last_size = dev.size
+                    if dev.size == op.target_size:
+                        op.done_at = time.monotonic()
+            else:
+                if present is None:
+                    present = hp.cpu_indexes(self.qmp.execute("query-cpus-fast"))
+                if op.device not in present:
                     op.done_at = time.monotonic()
 
     def _settle_phase(self, phase_events: Sequence[SwarmEvent], events: EventWaiter,

@@ -231,7 +231,7 @@ def topology_lines(topo: Topology) -> list[str]:
     total = sum(r.size for r in topo.system_ram)
     return [
         f"  kernel            {topo.kernel_release}",
-        f"  System RAM        {format_size(total)} in {len(topo.system_ram)} ranges: {ram}",
+        f"  System RAM        {total / (1 << 20):.1f} MiB in {len(topo.system_ram)} ranges: {ram}",
         f"  Crash kernel      {', '.join(str(r) for r in topo.crash_kernel) or '-'}",
         (f"  CPUs              online {format_cpu_list(topo.cpus_online)}, present "
          f"{format_cpu_list(topo.cpus_present)}, possible {format_cpu_list(topo.cpus_possible)}"),
