@@ -127,10 +127,15 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         args += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
     for i, disk in enumerate(spec.disks):
-        args += ["-drive", f"file={disk},format=raw,if=none,id=disk{i},cache=unsafe",
+        args += ["-drive", f"file={qemu_escape(str(disk))},format=raw,if=none,id=disk{i},cache=unsafe",
                  "-device", f"virtio-blk-pci,drive=disk{i},serial=harness{i}"]
     args += list(spec.extra_args)
     return args
+
+
+def qemu_escape(value: str) -> str:
+    """Escape a value inside a QEMU ``key=value,...`` option: commas are doubled."""
+    return value.replace(",", ",,")
 
 
 def render_command(argv: list[str]) -> str:

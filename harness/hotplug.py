@@ -68,6 +68,8 @@ _INSERT_IN_PROGRESS = 0x80   # for source 0x200 the same number means "in progre
 
 
 class OstVerdict(enum.Enum):
+    """How one ``_OST`` report ends an operation."""
+
     SUCCESS = "success"
     IN_PROGRESS = "in-progress"
     FAILURE = "failure"
@@ -222,6 +224,8 @@ def resize_virtio_mem(qmp: Qmp, device_id: str, size: int) -> None:
 # == Tracking what the guest did ========================================================
 
 class OpKind(enum.Enum):
+    """The kind of device operation the tracker follows."""
+
     PLUG = "plug"
     UNPLUG = "unplug"
     RESIZE = "resize"

@@ -12,18 +12,23 @@ Counts, from ``dmesg`` text:
   elfcorehdr elfsz ... > memsz ...``, ...), kept verbatim.
 
 A swarm is delimited by markers written to ``/dev/kmsg`` (``KlogMarker``), so the counts
-belong to that swarm even when the ring buffer holds the whole boot.
+belong to that swarm even when the ring buffer holds the whole boot; the log is streamed
+while the swarm runs, so a flood that overruns the ring buffer loses nothing (or says
+how many records it lost).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .console import TRYLOCK_FAILURE
+from .errors import HarnessError
 
 if TYPE_CHECKING:
     from .machine import Guest
@@ -57,6 +62,7 @@ class KlogCounts:
     updated_elfcorehdr: int = 0
     other_errors: list[str] = field(default_factory=list)
     lines: int = 0
+    lost_records: int = 0    # log records the reader missed: the counts are lower bounds
 
     @property
     def hp_action_total(self) -> int:
@@ -75,6 +81,8 @@ class KlogCounts:
                 f"updated elfcorehdr {self.updated_elfcorehdr}")
         if self.other_errors:
             text += f"; other crash hp lines {len(self.other_errors)}"
+        if self.lost_records:
+            text += f"; {self.lost_records} log records LOST (counts are lower bounds)"
         return text
 
 
@@ -116,18 +124,61 @@ def between_markers(text: str, start: str, end: str | None = None) -> str:
     lines = text.splitlines()
     begin = next((i for i, line in enumerate(lines) if start in line), None)
     if begin is None:
-        raise ValueError(f"marker {start!r} is not in the kernel log (ring buffer wrapped?)")
+        raise HarnessError(f"marker {start!r} is not in the kernel log (ring buffer wrapped?)")
     stop = len(lines)
     if end is not None:
         stop = next((i for i in range(begin + 1, len(lines)) if end in lines[i]), len(lines))
     return "\n".join(lines[begin + 1:stop])
 
 
-class KlogMarker:
-    """Marks a stretch of the guest's kernel log, then scans just that stretch.
+@dataclass(frozen=True)
+class KmsgRecord:
+    """One ``/dev/kmsg`` record: sequence number, timestamp (s) and message."""
 
-    ``begin()`` writes ``kdump-harness: <label> begin <token>`` to ``/dev/kmsg``;
-    ``collect()`` reads ``dmesg`` and returns the counts after that line (and the text).
+    seq: int
+    ts: float
+    msg: str
+
+    def line(self) -> str:
+        return f"[{self.ts:12.6f}] {self.msg}"
+
+
+def parse_kmsg(text: str) -> list[KmsgRecord]:
+    """``/dev/kmsg`` output (``PRIO,SEQ,USEC,FLAGS;MESSAGE``), de-duplicated, in order.
+
+    The streamer restarts ``cat`` when it falls behind (read returns EPIPE), which
+    replays the buffer: records are unique by sequence number.
+    """
+    records: dict[int, KmsgRecord] = {}
+    for line in text.splitlines():
+        if not line or line[0] == " ":       # " SUBSYSTEM=..." dictionary continuation
+            continue
+        head, sep, msg = line.partition(";")
+        fields = head.split(",")
+        if not sep or len(fields) < 3 or not fields[1].isdigit() or not fields[2].isdigit():
+            continue
+        seq = int(fields[1])
+        records.setdefault(seq, KmsgRecord(seq, int(fields[2]) / 1e6, msg))
+    return sorted(records.values(), key=lambda r: r.seq)
+
+
+def missing_records(records: Sequence[KmsgRecord]) -> int:
+    """Records absent between the first and the last (overwritten before they were read)."""
+    return sum(b.seq - a.seq - 1 for a, b in itertools.pairwise(records))
+
+
+_KMSG_DIR = "/run/harness/klog"
+
+
+class KlogMarker:
+    """Records the guest's kernel log for one stretch (a swarm) and scans just that.
+
+    ``begin()`` starts streaming ``/dev/kmsg`` to a file in the guest, then writes a
+    marker record; ``collect()`` writes an end marker, waits for it to reach the file,
+    stops the stream and scans what lies between.  Streaming, not ``dmesg`` afterwards:
+    a contention run can print more than the ring buffer holds (every ``crash_hotplug``
+    read that fails its trylock prints a line), and ``dmesg`` would then have lost the
+    start.  Records the stream itself missed are counted (``KlogCounts.lost_records``).
     """
 
     def __init__(self, guest: Guest, label: str = "swarm") -> None:
@@ -135,6 +186,7 @@ class KlogMarker:
         self.label = label
         self.token = uuid.uuid4().hex[:12]
         self.text = ""
+        self._dir = f"{_KMSG_DIR}/{self.token}"
 
     @property
     def start_line(self) -> str:
@@ -145,9 +197,31 @@ class KlogMarker:
         return f"kdump-harness: {self.label} end {self.token}"
 
     def begin(self) -> None:
-        self.guest.run(f"echo '{self.start_line}' > /dev/kmsg", check=True)
+        d = self._dir
+        # The stream restarts cat when it falls behind (EPIPE); the host de-duplicates.
+        self.guest.run(
+            f"mkdir -p {d}; (while [ ! -e {d}/stop ]; do cat /dev/kmsg & echo $! > {d}/cat; "
+            f"wait $!; done) > {d}/kmsg 2>/dev/null & "
+            f"n=0; until grep -q . {d}/kmsg 2>/dev/null || [ $n -ge 200 ]; do "
+            f"sleep 0.01; n=$((n+1)); done; "
+            f"echo '{self.start_line}' > /dev/kmsg", check=True)
 
-    def collect(self) -> KlogCounts:
-        out = self.guest.run(f"echo '{self.end_line}' > /dev/kmsg; dmesg", check=True).stdout
-        self.text = between_markers(out, self.start_line, self.end_line)
-        return scan(self.text)
+    def collect(self, timeout: float = 10.0) -> KlogCounts:
+        """Counts between the markers; raises ``HarnessError`` if the stretch is lost."""
+        d = self._dir
+        out = self.guest.run(
+            f"echo '{self.end_line}' > /dev/kmsg; n=0; "
+            f"until grep -q '{self.end_line}' {d}/kmsg || [ $n -ge {int(timeout * 20)} ]; do "
+            f"sleep 0.05; n=$((n+1)); done; touch {d}/stop; kill $(cat {d}/cat) 2>/dev/null; "
+            f"cat {d}/kmsg; rm -rf {d}", check=True, timeout=timeout + 30).stdout
+        records = parse_kmsg(out)
+        begin = next((i for i, r in enumerate(records) if self.start_line in r.msg), None)
+        if begin is None:
+            raise HarnessError(f"the kernel log stream lost its start marker {self.start_line!r}")
+        end = next((i for i in range(begin, len(records)) if self.end_line in records[i].msg),
+                   len(records))
+        stretch = records[begin:end + 1]
+        self.text = "\n".join(r.line() for r in stretch[1:end - begin])
+        counts = scan(self.text)
+        counts.lost_records = missing_records(stretch)
+        return counts

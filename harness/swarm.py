@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import hotplug as hp
 from .cmdline import MiB, format_size, parse_size
 from .contention import ContentionInjector, ContentionRun, ContentionSpec
-from .errors import HarnessError, HotplugNotHonoured, UsageError
+from .errors import HarnessError, HotplugNotHonoured, LostVMError, UsageError
 from .klog import KlogCounts, KlogMarker
 from .topology import MemoryDevice, Topology, TopologyDiff, diff_topology, expect, observe
 
@@ -55,6 +55,8 @@ UPDATE_HELP = ("how the kdump image follows hot-plug: kernel (crash hot-plug, 6.
 # == Plans ===============================================================================
 
 class Action(enum.StrEnum):
+    """What one swarm event does."""
+
     PLUG_DIMM = "plug-dimm"
     UNPLUG_DIMM = "unplug-dimm"
     PLUG_CPU = "plug-cpu"
@@ -63,6 +65,7 @@ class Action(enum.StrEnum):
 
     @property
     def adds(self) -> bool:
+        """Plugs a new device (a virtio-mem resize is neither an add nor a removal)."""
         return self in (Action.PLUG_DIMM, Action.PLUG_CPU)
 
     @property
@@ -377,6 +380,8 @@ class SwarmOptions:
 
 
 class HookAction(enum.Enum):
+    """What a ``between`` hook tells the runner (``None`` means continue)."""
+
     CONTINUE = "continue"
     STOP = "stop"
 
@@ -433,6 +438,7 @@ class SwarmResult:
     stopped_early: bool = False
     phases: list[PhaseReport] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     expected: Topology | None = None
     observed: Topology | None = None
     diff: TopologyDiff | None = None
@@ -471,6 +477,7 @@ class SwarmResult:
             "update": self.update, "events_sent": self.events_sent,
             "stopped_early": self.stopped_early, "settled": self.settled,
             "phases": [asdict(p) for p in self.phases], "failures": self.failures,
+            "warnings": self.warnings,
             "diff": self.diff.to_json_dict() if self.diff else None,
             "klog": self.klog.to_json_dict() if self.klog else None,
             "contention": [c.to_json_dict() for c in self.contention],
@@ -497,6 +504,7 @@ class SwarmResult:
             lines.append(f"  kernel log: {self.klog.summary()}")
         lines += [f"  contention: {c.summary()}" for c in self.contention]
         lines += [f"  failure: {f}" for f in self.failures]
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.diff is not None:
             lines.append("  final topology: " + ("matches QMP" if self.diff.ok
                                                  else "DIFFERS\n" + self.diff.summary()))
@@ -734,7 +742,11 @@ class _Runner:
             self.transcript.add("observation", what="final", topology=observed.to_json_dict())
             self.result.expected, self.result.observed = expected, observed
             self.result.diff = self._diff(expected, observed)
-            self.result.klog = marker.collect()
+            try:
+                self.result.klog = marker.collect()
+            except HarnessError as exc:
+                # The counts are evidence, not the verdict: say so rather than fail.
+                self.result.warnings.append(f"kernel log not scanned: {exc.message}")
         except BaseException as exc:
             self.onliner.close()
             self.transcript.add("note", what="error", error=repr(exc))
@@ -959,7 +971,18 @@ class _Runner:
                 pending = self.tracker.pending(devices)
             if not pending or time.monotonic() >= deadline:
                 return pending
+            self._check_alive("waiting for " + ", ".join(op.device for op in pending))
             time.sleep(0.01)
+
+    def _check_alive(self, doing: str) -> None:
+        """Fail at once, not at the deadline, when QEMU itself has gone."""
+        if self.guest.alive():
+            return
+        code = self.guest.wait_exit(0.5)
+        log = Path(self.guest.workdir) / "qemu.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise LostVMError(f"QEMU exited (status {code}) while {doing}",
+                          details=f"qemu.log tail:\n{tail}")
 
     def _poll_ops(self, ops: Sequence[hp.DeviceOp]) -> None:
         """Ask QEMU directly where its events are not enough.
@@ -997,7 +1020,7 @@ class _Runner:
         if not self.onliner.wait_idle(max(0.0, deadline - time.monotonic())):
             report.missing.append("onlining hot-added vCPUs did not finish")
         report.online_time += self.onliner.seconds - online_before
-        if self.cpu_ids & set(devices):
+        if any(e.action is Action.PLUG_CPU for e in phase_events):
             report.cpus_onlined = time.monotonic() - start
         for index, why in sorted(self.onliner.failed.items()):
             self.transcript.add("note", what="online failed", cpu_index=index, error=why)
@@ -1055,6 +1078,7 @@ class _Runner:
                 self.transcript.add("observation", what=f"settled phase {report.phase}",
                                     topology=observed.to_json_dict())
                 return
+            self._check_alive(f"settling phase {report.phase}")
             if time.monotonic() >= deadline:
                 report.missing += [str(m) for m in diff.mismatches]
                 self.transcript.add("observation", what=f"unsettled phase {report.phase}",

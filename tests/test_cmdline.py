@@ -93,3 +93,8 @@ def test_kernel_options_reject_spaces_and_overlong() -> None:
         GuestKernelOptions(harness=(("authkey", "a b"),)).render()
     with pytest.raises(UsageError, match="2047"):
         GuestKernelOptions(extra=("x" * 2100,)).render()
+
+
+def test_commas_in_disk_paths_are_escaped() -> None:
+    argv = qemu_args(spec(disks=(Path("/runs/a,b/meta.img"),)))
+    assert opt(argv, "-drive")[0].startswith("file=/runs/a,,b/meta.img,format=raw")
