@@ -61,7 +61,8 @@ class Cell:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profiles", default="bookworm,trixie,sid")
     p.add_argument("--out", type=Path, default=Path("nightly-report"))
     p.add_argument("--quick", action="store_true", help="one shape, sysrq, file loads only")

@@ -39,7 +39,7 @@ def qemu_binary() -> str:
 
 def qemu_version(binary: str | None = None) -> tuple[int, int, int]:
     out = subprocess.run([binary or qemu_binary(), "--version"], capture_output=True,
-                         text=True, timeout=10).stdout
+                         text=True, timeout=10, check=False).stdout
     first = out.splitlines()[0] if out else ""
     try:
         ver = first.split("version", 1)[1].split()[0]
@@ -98,7 +98,8 @@ def probe_kvm(kernel: Path, timeout: float = 20.0) -> tuple[bool, str]:
 
 def choose_accel(requested: str, kernel: Path, cache_dir: Path) -> AccelChoice:
     """Resolve ``auto``/``kvm``/``tcg`` (also from ``KDUMP_HARNESS_ACCEL``)."""
-    requested = os.environ.get("KDUMP_HARNESS_ACCEL", requested) if requested == "auto" else requested
+    if requested == "auto":
+        requested = os.environ.get("KDUMP_HARNESS_ACCEL", requested)
     if requested not in ("auto", "kvm", "tcg"):
         raise UsageError(f"accel must be auto, kvm or tcg, not {requested!r}")
     if requested == "tcg":

@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .crash import panic_and_capture
 from .machine import Guest, GuestConfig
 from .stats import Summary, summarize
 
 
-def bench_boot(image: Any, runs: int, config: GuestConfig, report: Callable[[str], None]) -> list[Summary]:
+def bench_boot(image: Any, runs: int, config: GuestConfig,
+               report: Callable[[str], None]) -> list[Summary]:
     """Boot to userspace, kdump load (in the guest), boot to kdump-ready."""
     userspace, ssh, load, ready = [], [], [], []
     for i in range(runs):
-        with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-            with Guest(image, config, Path(tmp)) as g:
-                t = g.times
-                userspace.append(t.userspace)
-                ssh.append(t.ssh_ready)
-                load.append(t.guest_kdump_load)
-                ready.append(t.kdump_ready)
-                report(f"  run {i + 1}: userspace {t.userspace:.2f} s, kdump-ready "
-                       f"{t.kdump_ready:.2f} s ({g.accel.name})")
+        with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
+              Guest(image, config, Path(tmp)) as g):
+            t = g.times
+            userspace.append(t.userspace)
+            ssh.append(t.ssh_ready)
+            load.append(t.guest_kdump_load)
+            ready.append(t.kdump_ready)
+            report(f"  run {i + 1}: userspace {t.userspace:.2f} s, kdump-ready "
+                   f"{t.kdump_ready:.2f} s ({g.accel.name})")
     return [summarize("boot to userspace", userspace), summarize("boot to SSH", ssh),
             summarize("kdump load (in guest)", load),
             summarize("boot to kdump-ready", ready)]
@@ -39,19 +41,19 @@ def bench_crash(image: Any, runs: int, config: GuestConfig, trigger: str,
     """Panic to capture-kernel userspace, dump written, collected on the host."""
     to_capture, written, collected, total = [], [], [], []
     for i in range(runs):
-        with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-            with Guest(image, config, Path(tmp)) as g:
-                started = time.monotonic()
-                r = panic_and_capture(g, trigger=trigger, out=Path(tmp))
-                if not r.captured:
-                    report(f"  run {i + 1}: {r.outcome.value}: {r.reason}")
-                    continue
-                to_capture.append(r.times.capture_userspace)
-                written.append(r.times.dump_written)
-                collected.append(r.times.collected)
-                total.append(time.monotonic() - started)
-                report(f"  run {i + 1}: panic->capture {r.times.capture_userspace:.2f} s, "
-                       f"written {r.times.dump_written:.2f} s, collected {r.times.collected:.2f} s")
+        with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
+              Guest(image, config, Path(tmp)) as g):
+            started = time.monotonic()
+            r = panic_and_capture(g, trigger=trigger, out=Path(tmp))
+            if not r.captured:
+                report(f"  run {i + 1}: {r.outcome.value}: {r.reason}")
+                continue
+            to_capture.append(r.times.capture_userspace)
+            written.append(r.times.dump_written)
+            collected.append(r.times.collected)
+            total.append(time.monotonic() - started)
+            report(f"  run {i + 1}: panic->capture {r.times.capture_userspace:.2f} s, "
+                   f"written {r.times.dump_written:.2f} s, collected {r.times.collected:.2f} s")
     mode = config.capture_mode
     return [summarize("panic to capture userspace", to_capture),
             summarize(f"dump written ({mode})", written),

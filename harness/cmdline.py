@@ -83,7 +83,8 @@ TCG_CPU_FIXES = ",cx16=off"
 def _cpu_args(spec: MachineSpec) -> list[str]:
     if spec.accel == "kvm":
         return ["-accel", "kvm", "-cpu", "host",
-                "-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},cores=1,threads=1"]
+                "-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},"
+                        "cores=1,threads=1"]
     args = ["-accel", "tcg,thread=multi"]
     if spec.tcg_cpu_hotplug_quirk:
         # Debian 6.12.107 carries the stable backport of "x86/acpi/boot: Correct
@@ -97,7 +98,8 @@ def _cpu_args(spec: MachineSpec) -> list[str]:
         args += smbios
     else:
         args += ["-cpu", f"max{TCG_CPU_FIXES}"]
-    args += ["-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},cores=1,threads=1"]
+    args += ["-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},"
+                     "cores=1,threads=1"]
     return args
 
 
@@ -127,7 +129,8 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         args += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
     for i, disk in enumerate(spec.disks):
-        args += ["-drive", f"file={qemu_escape(str(disk))},format=raw,if=none,id=disk{i},cache=unsafe",
+        args += ["-drive", f"file={qemu_escape(str(disk))},format=raw,if=none,id=disk{i},"
+                           "cache=unsafe",
                  "-device", f"virtio-blk-pci,drive=disk{i},serial=harness{i}"]
     args += list(spec.extra_args)
     return args
@@ -186,4 +189,5 @@ class GuestKernelOptions:
 
 
 #: The capture kernel's command line additions (KNOWLEDGE.md: what worked here).
-CAPTURE_APPEND = "nr_cpus=1 irqpoll reset_devices acpi_no_memhotplug panic=-1 console=ttyS0,115200 rdinit=/init"
+CAPTURE_APPEND = ("nr_cpus=1 irqpoll reset_devices acpi_no_memhotplug panic=-1 "
+                  "console=ttyS0,115200 rdinit=/init")

@@ -13,9 +13,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Pattern
+from re import Pattern
+from typing import IO
 
 import pexpect
 import pexpect.fdpexpect
@@ -79,14 +81,16 @@ class Console:
         self._server.settimeout(timeout)
         try:
             self._conn, _ = self._server.accept()
-        except socket.timeout:
-            raise LostVMError(f"QEMU did not connect its serial console within {timeout:.1f} s") from None
+        except TimeoutError:
+            raise LostVMError("QEMU did not connect its serial console within "
+                              f"{timeout:.1f} s") from None
         finally:
             self._server.close()
             self._server = None
         self._child = pexpect.fdpexpect.fdspawn(self._conn.fileno(), encoding="utf-8",
                                                 codec_errors="replace")
-        self._log = open(self.log_path, "a", encoding="utf-8")
+        # Lives as long as the console: the drain thread appends until close().
+        self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._drain, name="console-drain", daemon=True)
         self._thread.start()
@@ -184,7 +188,8 @@ class Console:
         m = rx.search(text, start)
         if m is None:
             return None
-        return ConsoleMatch(m.start(), m.end(), m.group(0), m.groups(), self.arrival_time(m.start()))
+        return ConsoleMatch(m.start(), m.end(), m.group(0), m.groups(),
+                            self.arrival_time(m.start()))
 
     def count(self, pattern: str | Pattern[str], start: int = 0) -> int:
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern

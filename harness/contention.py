@@ -150,7 +150,8 @@ _UDEV_SCRIPT = f"""\
 case "$SUBSYSTEM" in memory|cpu) ;; *) exit 0 ;; esac
 touch {DIR}/running.$$
 v=$(cat /sys/devices/system/$SUBSYSTEM/crash_hotplug 2>/dev/null)
-line="$(cut -d' ' -f1 /proc/uptime) $SUBSYSTEM $ACTION ${{DEVPATH##*/}} crash_hotplug=${{v:-absent}}"
+up=$(cut -d' ' -f1 /proc/uptime)
+line="$up $SUBSYSTEM $ACTION ${{DEVPATH##*/}} crash_hotplug=${{v:-absent}}"
 if [ "$v" != 1 ]; then
     if mkdir {DIR}/udev.queued 2>/dev/null; then
         until mkdir {DIR}/udev.lock 2>/dev/null; do sleep 0.05; done
@@ -352,7 +353,7 @@ class ContentionInjector:
         command = start_command(run.spec, run.cpu, self.kexec_mode, self.runs.index(run))
         try:
             chan = self.guest.ssh.start(command, timeout=self.guest.timeouts.command)
-        except Exception as exc:  # noqa: BLE001 - a timer thread: record, the report shows it
+        except Exception as exc:
             run.error = f"could not start: {exc}"
             return
         with self._lock:

@@ -164,7 +164,9 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
             if hits:
                 _, name, m = min(hits, key=lambda h: h[0])
                 return name, m
-            return "exited", re.match("", "")  # type: ignore[return-value]
+            empty = re.match("", "")
+            assert empty is not None  # an empty pattern always matches
+            return "exited", empty
         time.sleep(0.02)
 
 
@@ -199,7 +201,8 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
     if name in ("end", "exited", None):
         result.outcome = Outcome.KDUMP_DID_NOT_OCCUR
         loaded = guest.readiness.get("kexec_crash_loaded")
-        why = {"end": "the panic ran to '---[ end Kernel panic' without starting the capture kernel",
+        why = {"end": "the panic ran to '---[ end Kernel panic' without starting the "
+                      "capture kernel",
                "exited": "QEMU exited after the panic with no capture kernel output",
                None: f"no capture kernel output within {t.capture_boot:.0f} s of the panic"}[name]
         hint = " (nothing was loaded)" if loaded != "1" else (
@@ -233,8 +236,10 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
     written = _DUMP_WRITTEN.search(guest.console.text(capture_at))
     done_at = guest.console.arrival_time(capture_at + m.start())
     if written:
-        result.times.dump_written = float(written.group(3)) - float(
-            _CAPTURE_START.search(guest.console.text(capture_at)).group(2))  # type: ignore[union-attr]
+        # Found at capture_at above, and the console only grows: this cannot miss.
+        started = _CAPTURE_START.search(guest.console.text(capture_at))
+        assert started is not None
+        result.times.dump_written = float(written.group(3)) - float(started.group(2))
     collect_started = time.monotonic()
     guest.shutdown()   # QMP quit: QEMU closes the disks cleanly before we read them
     _collect(guest, out, result)

@@ -7,7 +7,7 @@ Two families, kept apart because only the first may ever be retried::
     ├── InfrastructureError           the harness's own machinery failed (retryable)
     │   ├── HostError                 the host lacks something (QEMU, apt, disk, KVM)
     │   ├── ImageBuildError           a guest image could not be built
-    │   ├── QemuLaunchError           QEMU did not start or exited early (command line, rc, log tail)
+    │   ├── QemuLaunchError           QEMU did not start or exited early (argv, rc, log tail)
     │   ├── LostVMError               QEMU vanished or stopped answering mid-test
     │   ├── QmpError                  a QMP command failed or timed out
     │   └── SshError                  the SSH channel to the guest failed
@@ -16,7 +16,7 @@ Two families, kept apart because only the first may ever be retried::
         ├── UnexpectedPanic           the guest panicked when it should not have
         ├── KdumpLoadError            loading the capture kernel failed (kexec's own message)
         ├── KernelUnsuitable          the kernel cannot do kdump / hot-plug (config says why)
-        ├── HotplugNotHonoured        QEMU accepted a plug the guest did not take, or settling failed
+        ├── HotplugNotHonoured        QEMU accepted a plug the guest did not take or settle
         └── GuestCommandError         a command run in the guest exited non-zero when it must not
     VmcoreFormatError (under HarnessError) a dump file is malformed (offset and field named)
 
@@ -111,7 +111,8 @@ class GuestCommandError(GuestError):
 class VmcoreFormatError(HarnessError):
     """A vmcore or elfcorehdr is malformed; ``offset`` and ``field`` say where."""
 
-    def __init__(self, message: str, *, offset: int | None = None, field: str | None = None) -> None:
+    def __init__(self, message: str, *, offset: int | None = None,
+                 field: str | None = None) -> None:
         where = []
         if field is not None:
             where.append(f"field {field}")

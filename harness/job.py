@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .contention import ContentionSpec
 from .crash import CaptureResult, Outcome, panic_and_capture
-from .errors import (BootFailure, GuestError, HarnessError, HotplugNotHonoured, KdumpLoadError,
-                     KernelUnsuitable, UsageError)
+from .errors import (
+    BootFailure,
+    GuestError,
+    HarnessError,
+    HotplugNotHonoured,
+    KdumpLoadError,
+    KernelUnsuitable,
+    UsageError,
+)
 from .machine import Guest, GuestConfig
 from .swarm import SwarmOptions, SwarmPlan, SwarmResult, run_swarm
 from .topology import Topology, snapshot
@@ -157,7 +165,8 @@ def _verify(job: JobResult, observed: Topology, out: Path) -> None:
     if "raw_elfcorehdr" in files:
         raw = parse_elfcorehdr(Path(files["raw_elfcorehdr"]).read_bytes(),
                                name=files["raw_elfcorehdr"])
-    dmesg = Path(files["vmcore_dmesg"]).read_text(errors="replace") if "vmcore_dmesg" in files else None
+    dmesg = (Path(files["vmcore_dmesg"]).read_text(errors="replace")
+             if "vmcore_dmesg" in files else None)
     report = verify(dump, observed, panic_window=job.capture.panic_window, raw_header=raw,
                     dmesg=dmesg)
     job.times["verify"] = time.monotonic() - t0

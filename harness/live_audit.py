@@ -17,8 +17,13 @@ from pathlib import Path
 from .errors import HarnessError, VmcoreFormatError
 from .machine import Guest
 from .topology import AddressRange, Topology, observe
-from .vmcore import (VerifyReport, audit_elfcorehdr, elfcorehdr_extent, find_elfcorehdr,
-                     parse_loaded_elf_headers)
+from .vmcore import (
+    VerifyReport,
+    audit_elfcorehdr,
+    elfcorehdr_extent,
+    find_elfcorehdr,
+    parse_loaded_elf_headers,
+)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import enum
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -39,14 +40,23 @@ from .qmp import Qmp
 from .ssh import CommandResult, GuestSsh, SshKey
 from .timeouts import Timeouts
 
+log = logging.getLogger(__name__)
+
 
 class ImageLike(Protocol):
-    """What the guest needs from a built image (``harness.images.GuestImage``)."""
+    """What the guest needs from a built image (``harness.images.GuestImage``).
 
-    profile: str
-    kernel_path: Path
-    initrd_path: Path
-    kernel_release: str
+    Read-only members, so that frozen dataclasses such as ``GuestImage`` satisfy it.
+    """
+
+    @property
+    def profile(self) -> str: ...
+    @property
+    def kernel_path(self) -> Path: ...
+    @property
+    def initrd_path(self) -> Path: ...
+    @property
+    def kernel_release(self) -> str: ...
 
 
 class GuestState(enum.Enum):
@@ -132,7 +142,7 @@ class Readiness:
         return "\n".join(f"  {k:22} {self.get(k) or '-'}" for k in keys)
 
 
-_live_guests: "weakref.WeakSet[Guest]" = weakref.WeakSet()
+_live_guests: weakref.WeakSet[Guest] = weakref.WeakSet()
 
 
 @atexit.register
@@ -180,7 +190,7 @@ class Guest:
         self.dump_disk = workdir / "capture-dump.img"
 
     # -- context manager ------------------------------------------------------------------
-    def __enter__(self) -> "Guest":
+    def __enter__(self) -> Guest:
         try:
             self.launch()
         except BaseException:
@@ -255,12 +265,11 @@ class Guest:
         self.console = Console(self._sockdir / "console.sock", self.workdir / "console.log")
         self.console.listen()
 
-        log = open(self.workdir / "qemu.log", "wb")
-        self._launched_at = time.monotonic()
-        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=die_with_parent)
-        log.close()
+        with open(self.workdir / "qemu.log", "wb") as qemu_log:
+            self._launched_at = time.monotonic()
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=die_with_parent)
         _live_guests.add(self)
         self._accept_channels()
         self.ssh_port = self._forwarded_ssh_port()
@@ -300,7 +309,10 @@ class Guest:
 
     def _wait_booted(self) -> None:
         t = self.timeouts
-        since = lambda: time.monotonic() - self._launched_at  # noqa: E731
+
+        def since() -> float:
+            return time.monotonic() - self._launched_at
+
         user = self.console.wait_for(_USERSPACE, timeout=t.boot, what="guest userspace",
                                      during_boot=True)
         self.times.userspace = user.at - self._launched_at
@@ -334,9 +346,9 @@ class Guest:
 
     def _kdump_failure_reason(self, rc: int) -> str:
         if not self.readiness.get("crashkernel").strip(","):
-            log = self.run("dmesg | grep -i crashkernel").stdout.strip()
+            dmesg = self.run("dmesg | grep -i crashkernel").stdout.strip()
             return ("loading the capture kernel failed: no crashkernel region is reserved "
-                    f"(crashkernel={self.config.crashkernel}; too little guest memory?) {log}")
+                    f"(crashkernel={self.config.crashkernel}; too little guest memory?) {dmesg}")
         return f"loading the capture kernel failed (kexec exit status {rc})"
 
     # -- using the guest ------------------------------------------------------------------
@@ -404,8 +416,9 @@ class Guest:
             if obj is not None:
                 try:
                     obj.close()
-                except Exception:  # noqa: BLE001 - the process is gone; report, don't mask
-                    pass
+                except Exception:
+                    # The process is gone or going; shutdown must finish closing the rest.
+                    log.debug("closing the guest's %s failed", closer, exc_info=True)
         if self._sockdir is not None:
             shutil.rmtree(self._sockdir, ignore_errors=True)
         _live_guests.discard(self)
@@ -439,4 +452,4 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-__all__ = ["Guest", "GuestConfig", "GuestState", "PhaseTimes", "Readiness", "BootFailure"]
+__all__ = ["BootFailure", "Guest", "GuestConfig", "GuestState", "PhaseTimes", "Readiness"]

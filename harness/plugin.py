@@ -14,14 +14,16 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 
 from .errors import UsageError
 
-ARTIFACTS_HELP = "directory for per-test evidence (env KDUMP_HARNESS_ARTIFACTS; default ./artifacts)"
+ARTIFACTS_HELP = ("directory for per-test evidence (env KDUMP_HARNESS_ARTIFACTS; "
+                  "default ./artifacts)")
 KEEP_HELP = "keep artifact directories: failed (default), always or never"
 ACCEL_HELP = "accelerator for guests: auto (probe KVM, fall back to TCG), kvm or tcg"
 PROFILES_HELP = "comma-separated guest profiles to test (default: all)"
@@ -120,7 +122,9 @@ def artifact_dir_for(item: pytest.Item) -> Path:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     if report.failed and _ARTIFACT_DIR in item.stash:
@@ -155,4 +159,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 # Fixtures live in their own module; importing them here registers them with pytest.
-from .fixtures import *  # noqa: E402,F401,F403
+from .fixtures import *  # noqa: E402, F403

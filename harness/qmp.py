@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Coroutine, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient
 from qemu.qmp.error import QMPError
 
 from .errors import LostVMError, QmpError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -41,7 +45,8 @@ class Transcript:
         self.path = path
         self.entries: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8") if path else None
+        # Open for the transcript's lifetime (every record() appends); close() closes it.
+        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
 
     def record(self, kind: str, payload: Any, **extra: Any) -> dict[str, Any]:
         entry = {"t": time.monotonic(), "wall": time.time(), "kind": kind, "msg": payload, **extra}
@@ -62,7 +67,7 @@ class Transcript:
 class EventWaiter:
     """A synchronous view of a registered ``EventListener``; use via ``Qmp.listen``."""
 
-    def __init__(self, qmp: "Qmp", listener: EventListener) -> None:
+    def __init__(self, qmp: Qmp, listener: EventListener) -> None:
         self._qmp = qmp
         self._listener = listener
         self.seen: list[Event] = []
@@ -82,7 +87,7 @@ class EventWaiter:
             if left <= 0:
                 raise QmpError(f"{what or names} did not arrive within {timeout:.1f} s")
             try:
-                event = self._qmp._run(self._listener.get(), timeout=left)
+                event = dict(self._qmp._run(self._listener.get(), timeout=left))
             except QmpError:
                 raise QmpError(f"{what or names} did not arrive within {timeout:.1f} s") from None
             self.seen.append(event)
@@ -156,8 +161,9 @@ class Qmp:
             if self._recorder is not None:
                 self._loop.call_soon_threadsafe(self._recorder.cancel)
             self._run(self._client.disconnect(), timeout=5)
-        except Exception:  # noqa: BLE001 - QEMU may already be gone; closing must not fail
-            pass
+        except Exception:
+            # QEMU may already be gone; closing must not fail.
+            log.debug("QMP disconnect failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self.transcript.close()
@@ -181,7 +187,8 @@ class Qmp:
                                    elapsed=time.monotonic() - started)
             raise QmpError(f"QMP {command} failed: {exc.error_class}: {exc}") from exc
         except QmpError:
-            self.transcript.record("timeout", {"execute": command}, elapsed=time.monotonic() - started)
+            self.transcript.record("timeout", {"execute": command},
+                                   elapsed=time.monotonic() - started)
             raise QmpError(f"QMP {command} did not answer within "
                            f"{timeout if timeout is not None else self.timeout:.1f} s") from None
         except (QMPError, ConnectionError, EOFError) as exc:
@@ -196,7 +203,7 @@ class Qmp:
         out = self.execute("human-monitor-command", {"command-line": command_line}, timeout=timeout)
         return str(out)
 
-    def listen(self, *names: str) -> "_ListenContext":
+    def listen(self, *names: str) -> _ListenContext:
         """Register a listener for ``names`` (all events if none) until the block ends."""
         return _ListenContext(self, EventListener(list(names) or None))
 
@@ -223,5 +230,6 @@ class _ListenContext:
                  tb: TracebackType | None) -> None:
         try:
             self._qmp._client.remove_listener(self._listener)
-        except Exception:  # noqa: BLE001 - listener removal after disconnect is harmless
-            pass
+        except Exception:
+            # Removing a listener after a disconnect is harmless; don't mask the block's error.
+            log.debug("QMP listener removal failed", exc_info=True)

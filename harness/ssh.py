@@ -89,7 +89,8 @@ class GuestSsh:
                 if sock is not None:
                     sock.close()
                 time.sleep(0.1)
-        raise SshError(f"no SSH connection to {self.host}:{self.port} within {timeout:.1f} s: {last!r}")
+        raise SshError(f"no SSH connection to {self.host}:{self.port} within "
+                       f"{timeout:.1f} s: {last!r}")
 
     @property
     def connected(self) -> bool:
@@ -110,11 +111,12 @@ class GuestSsh:
             chan.shutdown_write()
             out, err = _collect(chan, started + timeout)
             if not chan.exit_status_ready():
-                raise socket.timeout()
+                raise TimeoutError()
             status = chan.recv_exit_status()
             chan.close()
-        except socket.timeout:
-            raise SshError(f"guest command did not finish within {timeout:.1f} s: {command}") from None
+        except TimeoutError:
+            raise SshError(f"guest command did not finish within {timeout:.1f} s: "
+                           f"{command}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(f"SSH failed while running {command!r}: {exc!r}") from exc
         result = CommandResult(command, status, out.decode("utf-8", "replace"),
@@ -141,7 +143,7 @@ def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
     while True:
         if time.monotonic() > deadline:
-            raise socket.timeout()
+            raise TimeoutError()
         got = False
         while chan.recv_ready():
             out += chan.recv(65536)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .errors import HarnessError
 
@@ -52,7 +53,7 @@ class Timeouts:
     factor: float = 1.0
 
     @classmethod
-    def for_accel(cls, accel: str) -> "Timeouts":
+    def for_accel(cls, accel: str) -> Timeouts:
         """The base values stretched for ``accel`` ("tcg" or "kvm") and the environment."""
         factor = (TCG_FACTOR if accel == "tcg" else 1.0) * _env_factor()
         base = cls()

@@ -103,7 +103,8 @@ class IomemEntry:
     name: str
 
 
-_IOMEM_LINE = re.compile(r"^(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>.*)$")
+_IOMEM_LINE = re.compile(
+    r"^(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>.*)$")
 
 
 def parse_iomem(text: str) -> tuple[IomemEntry, ...]:

@@ -20,7 +20,8 @@ def captured(result) -> Path:  # type: ignore[no-untyped-def]
 @pytest.mark.profile("trixie")
 @pytest.mark.parametrize("trigger", ["sysrq", "nmi"])
 @pytest.mark.parametrize("mode", ["headers", "elf"])
-def test_trixie_trigger_gives_vmcore(make_guest, artifact_dir: Path, trigger: str, mode: str) -> None:
+def test_trixie_trigger_gives_vmcore(make_guest, artifact_dir: Path, trigger: str,
+                                     mode: str) -> None:
     guest = make_guest("trixie", cpus=2, capture_mode=mode)
     release = guest.readiness.get("release")
     result = panic_and_capture(guest, trigger=trigger, out=artifact_dir)
@@ -70,7 +71,8 @@ def test_nothing_loaded_is_kdump_did_not_occur(make_guest, artifact_dir: Path) -
 
 
 @pytest.mark.profile("trixie")
-def test_crashkernel_64m_is_capture_failed_with_oom_evidence(make_guest, artifact_dir: Path) -> None:
+def test_crashkernel_64m_is_capture_failed_with_oom_evidence(make_guest,
+                                                             artifact_dir: Path) -> None:
     guest = make_guest("trixie", crashkernel="64M")
     result = panic_and_capture(guest, trigger="sysrq", out=artifact_dir)
     assert result.outcome is Outcome.CAPTURE_FAILED, f"{result.outcome}: {result.reason}"

@@ -2,8 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cmdline import (GiB, MiB, GuestKernelOptions, MachineSpec, format_size, parse_size,
-                             qemu_args)
+from harness.cmdline import (
+    GiB,
+    GuestKernelOptions,
+    MachineSpec,
+    MiB,
+    format_size,
+    parse_size,
+    qemu_args,
+)
 from harness.errors import UsageError
 
 

@@ -340,7 +340,7 @@ def test_qemu_exiting_mid_swarm_fails_at_once(tmp_path: Path) -> None:
 
     g.machine.qmp = dying
     started = time.monotonic()
-    with pytest.raises(LostVMError, match="QEMU exited .* while waiting for dimm0"):
+    with pytest.raises(LostVMError, match=r"QEMU exited .* while waiting for dimm0"):
         run_swarm(g, plan, options=SwarmOptions(settle_timeout=30))
     assert time.monotonic() - started < 5
 

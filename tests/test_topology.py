@@ -2,9 +2,20 @@ import json
 
 import pytest
 
-from harness.topology import (AddressRange, CpuSlot, MemoryDevice, Topology, crash_kernel_ranges,
-                              format_cpu_list, intersect_ranges, merge_ranges, parse_cpu_list,
-                              parse_iomem, subtract_ranges, system_ram_ranges)
+from harness.topology import (
+    AddressRange,
+    CpuSlot,
+    MemoryDevice,
+    Topology,
+    crash_kernel_ranges,
+    format_cpu_list,
+    intersect_ranges,
+    merge_ranges,
+    parse_cpu_list,
+    parse_iomem,
+    subtract_ranges,
+    system_ram_ranges,
+)
 
 IOMEM = """\
 00000000-00000fff : Reserved
@@ -39,7 +50,8 @@ def test_range_algebra() -> None:
     a = [AddressRange(0, 10), AddressRange(10, 20), AddressRange(30, 40)]
     assert merge_ranges(a) == (AddressRange(0, 20), AddressRange(30, 40))
     assert subtract_ranges(a, [AddressRange(5, 35)]) == (AddressRange(0, 5), AddressRange(35, 40))
-    assert intersect_ranges(a, [AddressRange(15, 32)]) == (AddressRange(15, 20), AddressRange(30, 32))
+    assert intersect_ranges(a, [AddressRange(15, 32)]) == (AddressRange(15, 20),
+                                                            AddressRange(30, 32))
     with pytest.raises(ValueError):
         AddressRange(10, 5)
 

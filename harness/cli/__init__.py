@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import GuestError, HarnessError, InfrastructureError, UsageError
 
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == f"{__name__}.{name}":
                 continue  # a command group not built yet
             raise
-        register: Callable[[argparse._SubParsersAction], None] = module.register  # type: ignore[type-arg]
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = (
+            module.register)
         register(sub)
     return parser
 

@@ -7,17 +7,19 @@ test run, they report.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..images import build_image
-from ..machine import Guest, GuestConfig
-from ..stats import summarize
+from ..machine import Guest, GuestConfig, ImageLike
+from ..stats import Summary, summarize
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark the phases (median and spread of N runs)",
                        description="Benchmarks: boot (boot to userspace, kdump load, boot to "
                                    "kdump-ready), crash (panic to capture, dump written), run "
@@ -31,27 +33,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mode", default="headers", help="capture mode for 'crash'")
     p.add_argument("--trigger", default="sysrq", help="panic trigger for 'crash'")
     p.add_argument("--memory", default="1G", help="guest memory (crash elf: 1536M)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for images/vmcore/swarm")
+    p.add_argument("--extra", default="", metavar="'OPTIONS'",
+                   help="options passed on to the images/vmcore/swarm benchmarks, quoted")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "images":
         from ..images.bench import main as images_main
-        return images_main(["--profile", args.profile, "--runs", str(args.runs), *args.rest])
+        return images_main(["--profile", args.profile, "--runs", str(args.runs),
+                            *shlex.split(args.extra)])
     if args.what == "vmcore":
         from ..vmcore.bench import main as vmcore_main
-        return vmcore_main(args.rest)
+        return vmcore_main(shlex.split(args.extra))
     if args.what == "swarm":
         from ..bench_swarm import main as swarm_main
-        return swarm_main(["--profile", args.profile, "--runs", str(args.runs), *args.rest])
+        return swarm_main(["--profile", args.profile, "--runs", str(args.runs),
+                           *shlex.split(args.extra)])
 
     from ..bench import bench_boot, bench_crash
     from ..cmdline import parse_size
 
     image = build_image(args.profile)
     memory = parse_size(args.memory)
-    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     print(f"bench {args.what}: {image.profile} {image.kernel_release}, {args.runs} runs, "
           f"{args.memory} guest", flush=True)
     if args.what == "boot":
@@ -73,25 +81,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_audit(image: object, runs: int, report: object) -> list:  # type: ignore[type-arg]
+def _bench_audit(image: ImageLike, runs: int,
+                 report: Callable[[str], None]) -> list[Summary]:
     from ..live_audit import audit
 
-    rounds, reads = [], []
-    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-        with Guest(image, GuestConfig(), Path(tmp)) as g:  # type: ignore[arg-type]
-            location = audit(g).location
-            for _ in range(max(runs, 5) * 4):
-                a = audit(g, location=location)
-                rounds.append(a.seconds)
-                reads.append(a.read_seconds)
+    rounds: list[float] = []
+    reads: list[float] = []
+    with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
+          Guest(image, GuestConfig(), Path(tmp)) as g):
+        location = audit(g).location
+        for _ in range(max(runs, 5) * 4):
+            a = audit(g, location=location)
+            rounds.append(a.seconds)
+            reads.append(a.read_seconds)
     return [summarize("live audit round trip", rounds), summarize("header read (pmemsave)", reads)]
 
 
-def _bench_run(image: object, runs: int, report) -> list:  # type: ignore[no-untyped-def,type-arg]
+def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None]) -> list[Summary]:
     from ..job import JobSpec, run_job
     from ..swarm import SwarmSpec, build_plan
 
-    totals, phases = [], {}
+    totals: list[float] = []
+    phases: dict[str, list[float | None]] = {}
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
             started = time.monotonic()

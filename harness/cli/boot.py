@@ -6,11 +6,18 @@ import argparse
 import sys
 
 from ..machine import Guest
-from .common import (add_guest_options, add_image_options, build_image_from_args,
-                     fmt_seconds, guest_config, print_json, run_dir)
+from .common import (
+    add_guest_options,
+    add_image_options,
+    build_image_from_args,
+    fmt_seconds,
+    guest_config,
+    print_json,
+    run_dir,
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("boot", help="boot a kdump-ready guest and run a command or a shell",
                        description="Boot a guest, load the capture kernel, print readiness and "
                                    "phase timings, then run CMD (its exit status is passed on) "

@@ -7,11 +7,18 @@ import sys
 
 from ..crash import TRIGGERS, CaptureResult, Outcome, panic_and_capture
 from ..machine import CAPTURE_MODES, Guest
-from .common import (add_guest_options, add_image_options, build_image_from_args, fmt_seconds,
-                     guest_config, print_json, run_dir)
+from .common import (
+    add_guest_options,
+    add_image_options,
+    build_image_from_args,
+    fmt_seconds,
+    guest_config,
+    print_json,
+    run_dir,
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("crash", help="boot a guest, panic it and collect the vmcore",
                        description="Boot a kdump-ready guest, panic it, follow the capture "
                                    "kernel and collect the dump. Exit status 0 only when a "

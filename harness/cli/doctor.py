@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ class Check:
     fix: str = ""
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the host: QEMU, KVM, apt, disk",
                        description="Check the host and say what to fix.")
     p.add_argument("--probe-kvm", action="store_true",
                    help="boot a cached guest kernel under KVM to see whether KVM really works")
+    p.add_argument("--probe", action="store_true",
+                   help="also check that the Debian mirror answers (an apt-get update)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_doctor)
 
@@ -60,19 +63,26 @@ def check_kvm(probe: bool) -> Check:
     return Check("kvm", True, ("KVM works: " if ok else "KVM unusable, TCG will be used: ") + why)
 
 
-def check_apt() -> Check:
+def check_apt(probe: bool) -> Check:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         return Check("apt", False, "apt-get/dpkg-deb not found",
                      "run on Debian or Ubuntu (the image builder downloads Debian packages)")
+    from ..images.apt import AptCommandError, AptState, resolve_mirror
+
     try:
-        from ..images.apt import host_mirror
-    except ImportError:
-        return Check("apt", True, "apt-get present")
-    try:
-        mirror = host_mirror()
+        mirror = resolve_mirror(None)
     except HarnessError as exc:
         return Check("apt", False, str(exc), "pass --mirror URI or set KDUMP_HARNESS_MIRROR")
-    return Check("apt", True, f"Debian mirror from the host's apt configuration: {mirror}")
+    if not probe:
+        return Check("apt", True, f"Debian mirror {mirror} (reachability: --probe)")
+    with tempfile.TemporaryDirectory(prefix="kh-doctor-") as tmp:
+        try:
+            with AptState(Path(tmp), mirror, ("trixie",)).locked() as state:
+                state.update()
+        except (AptCommandError, HarnessError) as exc:
+            return Check("apt", False, f"{mirror} did not answer: {str(exc).splitlines()[0]}",
+                         "check the network or pass another --mirror")
+    return Check("apt", True, f"Debian mirror {mirror} answered (apt-get update of trixie)")
 
 
 def check_disk() -> Check:
@@ -95,7 +105,8 @@ def check_tools() -> Check:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    checks = [check_qemu(), check_kvm(args.probe_kvm), check_apt(), check_disk(), check_tools()]
+    checks = [check_qemu(), check_kvm(args.probe_kvm), check_apt(args.probe), check_disk(),
+              check_tools()]
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:

@@ -17,7 +17,7 @@ HELP_FLAVOUR = "Debian kernel flavour: cloud (default, smaller, boots faster) or
 HELP_MIRROR = "Debian archive URI (default: the first Debian archive in the host's apt sources)"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``images`` and its subcommands to the top-level parser."""
     p = sub.add_parser("images", help="build and manage guest images",
                        description="Guest images: a Debian (or your own) kernel plus a busybox "

@@ -11,8 +11,14 @@ from ..errors import UsageError
 from ..job import EXPECTATIONS, JobResult, JobSpec, format_times, run_job
 from ..machine import CAPTURE_MODES
 from ..swarm import UPDATE_STRATEGIES, SwarmOptions
-from .common import (add_guest_options, add_image_options, build_image_from_args, guest_config,
-                     print_json, run_dir)
+from .common import (
+    add_guest_options,
+    add_image_options,
+    build_image_from_args,
+    guest_config,
+    print_json,
+    run_dir,
+)
 from .swarm import plan_from_args
 
 DESCRIPTION = """\
@@ -24,7 +30,7 @@ one (--expect, default accurate), 1 otherwise, 2 for bad usage, 3 for a harness 
 With no options: trixie, 8 x 256M DIMMs and 2 vCPUs hot-added in a burst, sysrq, headers."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="the main job: boot, swarm, panic, capture, verify",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -32,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_image_options(p)
     add_guest_options(p)
     g = p.add_argument_group("swarm")
-    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2, help="vCPUs at boot (default 2)")
+    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
+                   help="vCPUs at boot (default 2)")
     g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=2, metavar="N",
                    help="vCPUs to hot-add (default 2)")
     g.add_argument("--dimms", default="8x256M", metavar="LIST",
@@ -64,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .swarm import _virtio_mem_region
     from ..hotplug import virtio_mem_qemu_args
+    from .swarm import _virtio_mem_region
 
     if args.cpus + args.add_cpus > args.maxcpus:
         raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "

@@ -69,7 +69,7 @@ CONTENTION_HELP = (
     "reloading kdump when crash_hotplug does not read 1, readers = crash_hotplug readers")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("swarm", help="hot-plug DIMMs, virtio-mem and vCPUs in a swarm; "
                                      "'swarm replay T.json' runs a transcript again",
                        description=DESCRIPTION,

@@ -34,7 +34,7 @@ class _BadInput(Exception):
     """A one-line reason the command cannot run on its input."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``vmcore`` command (``inspect``, ``verify``, ``rebuild``) to a CLI."""
     parser = subparsers.add_parser(
         "vmcore", help="inspect crash dumps and verify them against a topology",

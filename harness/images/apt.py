@@ -133,11 +133,13 @@ def detect_mirror(etc_apt: Path = Path("/etc/apt")) -> str:
         if is_debian_archive(entry):
             return entry.uri.rstrip("/")
     raise HostError(f"no Debian archive found in {etc_apt}/sources.list or "
-                    f"{etc_apt}/sources.list.d: pass --mirror URI")
+                    f"{etc_apt}/sources.list.d: pass --mirror URI or set KDUMP_HARNESS_MIRROR")
 
 
 def resolve_mirror(mirror: str | None) -> str:
-    """``--mirror`` if given (validated), else the host's first Debian archive."""
+    """``--mirror`` if given, else ``KDUMP_HARNESS_MIRROR``, else the host's first Debian
+    archive (validated either way)."""
+    mirror = mirror or os.environ.get("KDUMP_HARNESS_MIRROR") or None
     if mirror is None:
         return detect_mirror()
     if not re.match(r"^(https?|ftp|file):", mirror):

@@ -568,8 +568,9 @@ def capture_initrd(userspace: bytes, config: Mapping[str, str] | None) -> bytes:
     Only this inner copy is compressed (the first kernel's own initrd stays plain, see the
     module docstring).  Measured on trixie: kexec_file_load hashes every segment, and with
     a 10 MiB plain initrd beside the 56 MiB-memsz kernel the load does not even fit a 64M
-    crashkernel; zstd -12 makes it 3.9 MiB in half a second (-19: 3.5 MiB in 5 s), the capture kernel's unpacking cost was within
-    the noise (panic to capture userspace 4.0-4.5 s either way).
+    crashkernel; zstd -12 makes it 3.9 MiB in half a second (-19: 3.5 MiB in 5 s), the
+    capture kernel's unpacking cost was within the noise (panic to capture userspace
+    4.0-4.5 s either way).
     """
     if not config or config.get("CONFIG_RD_ZSTD") != "y" or shutil.which("zstd") is None:
         return userspace

@@ -63,8 +63,8 @@ def parse_loaded_elf_headers(kernel_log: str) -> LoadedElfHeaders | None:
     The last one wins: every reload prints a new one and the old segment is freed.
     """
     last = None
-    for last in _LOADED_ELF_HEADERS.finditer(kernel_log):
-        pass
+    for match in _LOADED_ELF_HEADERS.finditer(kernel_log):
+        last = match
     if last is None:
         return None
     return LoadedElfHeaders(int(last["addr"], 16), int(last["bufsz"], 16), int(last["memsz"], 16))

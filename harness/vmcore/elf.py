@@ -263,7 +263,7 @@ def read_program_headers(source: ByteSource, header: ElfHeader) -> tuple[Program
         # 16386 times for a kernel header at its limits.
         phdr = ProgramHeader(index, base + index * ELF64_PHDR_SIZE, *fields)
         p_type, _, offset, _, paddr, filesz, memsz, _ = fields
-        if (p_type == load or p_type == note) and (
+        if p_type in (load, note) and (
                 filesz > memsz or offset + filesz > _U64_MAX
                 or (p_type == load and paddr + memsz > MAX_PHYSICAL_ADDRESS)
                 or (p_type == note and memsz > Limits.MAX_NOTE_SEGMENT)):

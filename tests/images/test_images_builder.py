@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import os
 import shutil
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path

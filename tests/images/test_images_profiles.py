@@ -66,5 +66,5 @@ def test_unknown_flavour_and_bad_module_symbol_are_rejected() -> None:
 def test_broken_toml_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "profiles.toml"
     path.write_text("[profiles\n")
-    with pytest.raises(UsageError, match="profiles.toml"):
+    with pytest.raises(UsageError, match=r"profiles\.toml"):
         profiles.load_profiles(path)
