@@ -29,6 +29,7 @@ from typing import Any
 from .console import CRASH_SIGNATURES
 from .errors import HarnessError, InfrastructureError, UsageError
 from .machine import Guest, GuestState
+from .timeouts import wait_until
 
 TRIGGERS = ("sysrq", "nmi", "sysrq-multi")
 
@@ -76,6 +77,7 @@ class CaptureResult:
     console_tail: str = ""
     capture_status: dict[str, str] = field(default_factory=dict)
     elfcorehdr_addr: int | None = None
+    during_reload: bool = False
 
     @property
     def captured(self) -> bool:
@@ -115,21 +117,41 @@ def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> None:
     guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command)
 
 
+def start_reload_in_flight(guest: Guest) -> None:
+    """Start ``kdump-load`` and return once the load itself is under way.
+
+    The script unloads first (``kexec_crash_loaded`` drops to 0), then spends ~1.5 s in
+    ``kexec_file_load`` holding the kexec lock: a panic now cannot start a capture kernel.
+    """
+    mode = guest.readiness.get("kdump_syscall", "file").split()[0] or "file"
+    guest.ssh.start(f"/harness/kdump-load {mode} > /run/harness/reload-at-panic.log 2>&1",
+                    timeout=guest.timeouts.command)
+    wait_until(lambda: guest.run("cat /sys/kernel/kexec_crash_loaded").stdout.strip() == "0",
+               timeout=guest.timeouts.kdump_load, interval=0.02,
+               what="the kdump reload unloading the old image")
+
+
 # -- the whole panic -> capture -> collect sequence -------------------------------------
 def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, ...] = (),
-                      out: Path | None = None, read_raw_header: bool = True) -> CaptureResult:
+                      out: Path | None = None, read_raw_header: bool = True,
+                      during_reload: bool = False) -> CaptureResult:
     """Panic ``guest``, follow the capture kernel, collect the dump into ``out``.
 
-    Never raises for kernel behaviour: the outcome says what happened.  The guest is
-    stopped afterwards in every case.
+    ``during_reload`` first starts a kdump reload and fires once it is in flight (the old
+    image unloaded, the new one being loaded under the kexec lock).  Never raises for
+    kernel behaviour: the outcome says what happened.  The guest is stopped afterwards in
+    every case.
     """
     out = out or guest.workdir
     mode = guest.config.capture_mode
-    result = CaptureResult(Outcome.HARNESS_ERROR, "not started", trigger, mode)
+    result = CaptureResult(Outcome.HARNESS_ERROR, "not started", trigger, mode,
+                           during_reload=during_reload)
     start_mark = guest.console.mark()
     wall0 = time.time()
     t0 = time.monotonic()
     try:
+        if during_reload:
+            start_reload_in_flight(guest)
         fire(guest, trigger, cpus)
         _follow(guest, result, start_mark, t0, wall0, out, read_raw_header)
     except InfrastructureError as exc:
@@ -205,8 +227,13 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
                       "capture kernel",
                "exited": "QEMU exited after the panic with no capture kernel output",
                None: f"no capture kernel output within {t.capture_boot:.0f} s of the panic"}[name]
-        hint = " (nothing was loaded)" if loaded != "1" else (
-            " (a capture kernel was loaded: the kexec lock was probably held at the panic)")
+        if result.during_reload:
+            hint = (" (a kdump reload was in flight: the kexec lock was held, or the old "
+                    "image already unloaded)")
+        elif loaded != "1":
+            hint = " (nothing was loaded)"
+        else:
+            hint = " (a capture kernel was loaded: the kexec lock was probably held at the panic)"
         result.reason = why + hint
         return
 

@@ -55,6 +55,7 @@ class JobSpec:
     trigger: str = "sysrq"
     trigger_cpus: tuple[int, ...] = ()
     panic_after: int | None = None      # panic after this many swarm events (mid-swarm)
+    during_reload: bool = False         # panic while a kdump reload is in flight
     expect: str = "accurate"
 
     def validate(self) -> None:
@@ -109,7 +110,8 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
                              boot_to_kdump_ready=guest.times.kdump_ready)
             observed = _swarm_and_snapshot(guest, spec, out, job)
             job.capture = panic_and_capture(guest, trigger=spec.trigger,
-                                            cpus=spec.trigger_cpus, out=out)
+                                            cpus=spec.trigger_cpus, out=out,
+                                            during_reload=spec.during_reload)
         _times_from_capture(job)
         if job.capture.captured:
             _verify(job, observed, out)

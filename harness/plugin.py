@@ -4,7 +4,8 @@ Options live in one group; each has one description constant reused for the comm
 flag and the ini key.  Precedence: command line > environment > ini > default.  Every test
 that uses a guest gets its own artifact directory; it is kept when the test fails (and
 always with ``--kh-keep=always``), its path is printed in the failure report, and a
-``verdict.json`` records how the test ended.
+``test-verdict.json`` records how the test ended (a run's own ``verdict.json`` is
+left alone).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     verdict: dict[str, Any] = {"test": item.nodeid, "outcome": outcome, "message": message,
                                "finished_at": time.time()}
     try:
-        (path / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+        (path / "test-verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     except OSError:
         pass
     keep = settings(item.config).keep

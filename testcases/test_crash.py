@@ -89,3 +89,12 @@ def test_sysrq_gives_vmcore_on_other_profiles(make_guest, artifact_dir: Path, pr
     dump = open_dump(captured(result))
     assert dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease == release
     assert len(dump.cpu_notes) == 2
+
+
+@pytest.mark.profile("trixie")
+def test_panic_while_a_kdump_reload_is_in_flight_gives_no_dump(make_guest,
+                                                              artifact_dir: Path) -> None:
+    guest = make_guest("trixie")
+    result = panic_and_capture(guest, trigger="sysrq", out=artifact_dir, during_reload=True)
+    assert result.outcome is Outcome.KDUMP_DID_NOT_OCCUR, f"{result.outcome}: {result.reason}"
+    assert "reload was in flight" in result.reason

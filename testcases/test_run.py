@@ -72,3 +72,28 @@ def test_run_expecting_the_wrong_result_fails(request, artifact_dir: Path, capsy
     assert status == 1
     assert verdict["result"] == "kdump_did_not_occur" and not verdict["passed"]
     assert (artifact_dir / "console-first-kernel.log").exists()
+
+
+@pytest.mark.profile("trixie")
+def test_run_panics_after_k_of_n_swarm_events(request, artifact_dir: Path, capsys) -> None:
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--dimms", "8x256M",
+                              "--cpus", "2", "--panic-after", "4", "--expect", "accurate")
+    capsys.readouterr()
+    swarm = verdict["swarm"]
+    assert swarm["stopped_early"] and swarm["events_sent"] == 4
+    # Mid-swarm, the crash hot-plug handler may hold the kexec lock at the panic: then
+    # __crash_kexec() gives up and no dump happens at all (KNOWLEDGE.md).  Otherwise the
+    # dump is judged against the snapshot taken just before the panic.  Either way the
+    # run is classified, never a hang or a crash of the harness.
+    outcome = verdict["capture"]["outcome"]
+    if outcome == "kdump_did_not_occur":
+        assert verdict["result"] == "kdump_did_not_occur"
+        assert "kexec lock" in verdict["reason"]
+    else:
+        assert outcome == "captured", verdict["reason"]
+        assert verdict["result"] in ("accurate", "stale", "mismatch", "incomplete")
+        assert (artifact_dir / "elfcorehdr.raw").exists()
+    assert status == (0 if verdict["result"] == "accurate" else 1)
+    for name in ("console-first-kernel.log", "topology-at-panic.json", "transcript.json",
+                 "qmp.jsonl", "verdict.json"):
+        assert (artifact_dir / name).exists(), name

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
     p.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
                    help="CPU to trigger on (repeat for sysrq-multi)")
+    p.add_argument("--during-reload", action="store_true",
+                   help="panic while a kdump reload is in flight (the kexec lock is held)")
     p.add_argument("--mode", default="headers", choices=CAPTURE_MODES,
                    help="what the capture kernel saves (default headers)")
     p.set_defaults(func=cmd_crash)
@@ -56,7 +58,8 @@ def cmd_crash(args: argparse.Namespace) -> int:
     config = guest_config(args, capture_mode=args.mode)
     out = run_dir(args, "crash")
     with Guest(image, config, out) as guest:
-        result = panic_and_capture(guest, trigger=args.trigger, cpus=tuple(args.cpu), out=out)
+        result = panic_and_capture(guest, trigger=args.trigger, cpus=tuple(args.cpu), out=out,
+                                   during_reload=args.during_reload)
     if args.json:
         print_json(result.to_json_dict() | {"run_dir": str(out)})
     else:

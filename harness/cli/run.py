@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="CPU(s) to trigger the panic on")
     c.add_argument("--panic-after", type=int, metavar="K",
                    help="panic after K swarm events instead of after the swarm settles")
+    c.add_argument("--during-reload", action="store_true",
+                   help="panic while a kdump reload is in flight (the kexec lock is held)")
     c.add_argument("--mode", default="headers", choices=CAPTURE_MODES)
     c.add_argument("--expect", default="accurate", choices=EXPECTATIONS,
                    help="the result that counts as success (stale: a negative control)")
@@ -85,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                          settle_timeout=args.settle_timeout),
                    contention=tuple(parse_contention(c) for c in args.contention),
                    trigger=args.trigger, trigger_cpus=tuple(args.cpu),
-                   panic_after=args.panic_after, expect=args.expect)
+                   panic_after=args.panic_after, during_reload=args.during_reload,
+                   expect=args.expect)
     spec.validate()
     image = build_image_from_args(args)
     out = run_dir(args, "run")
