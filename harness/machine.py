@@ -248,6 +248,7 @@ class Guest:
         self.state = GuestState.LAUNCHING
         self.workdir.mkdir(parents=True, exist_ok=True)
         binary = accel_mod.qemu_binary()
+        accel_mod.qemu_version(binary)   # refuses a QEMU older than the harness knows
         self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
                                             self.cache_dir)
         self.timeouts = Timeouts.for_accel(self.accel.name)
