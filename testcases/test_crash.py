@@ -98,3 +98,18 @@ def test_panic_while_a_kdump_reload_is_in_flight_gives_no_dump(make_guest,
     result = panic_and_capture(guest, trigger="sysrq", out=artifact_dir, during_reload=True)
     assert result.outcome is Outcome.KDUMP_DID_NOT_OCCUR, f"{result.outcome}: {result.reason}"
     assert "reload was in flight" in result.reason
+
+
+@pytest.mark.profile("trixie")
+@pytest.mark.parametrize("mode,fmt", [("compressed", "kdump"), ("full", "elf")])
+def test_compressed_and_full_capture_modes(make_guest, artifact_dir: Path, mode: str,
+                                           fmt: str) -> None:
+    guest = make_guest("trixie", capture_mode=mode)
+    result = panic_and_capture(guest, trigger="sysrq", out=artifact_dir)
+    dump = open_dump(captured(result))
+    assert dump.format.value == fmt
+    assert len(dump.cpu_notes) == 2
+    assert dump.vmcoreinfo is not None
+    assert dump.vmcoreinfo.osrelease == guest.readiness.get("release")
+    if mode == "full":
+        assert not dump.truncated_loads, "a full copy carries every PT_LOAD's data"
