@@ -7,19 +7,17 @@ import sys
 
 from ..contention import parse_contention
 from ..crash import TRIGGERS
-from ..errors import UsageError
 from ..job import EXPECTATIONS, JobResult, JobSpec, format_times, run_job
 from ..machine import CAPTURE_MODES
-from ..swarm import UPDATE_STRATEGIES, SwarmOptions
+from ..swarm import SwarmOptions
 from .common import (
     add_guest_options,
     add_image_options,
     build_image_from_args,
-    guest_config,
     print_json,
     run_dir,
 )
-from .swarm import plan_from_args
+from .swarm import add_swarm_options, plan_from_args, swarm_guest_config
 
 DESCRIPTION = """\
 One whole cycle: boot a kdump-ready guest, run a hot-plug swarm, snapshot the topology,
@@ -37,27 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        conflict_handler="resolve")
     add_image_options(p)
     add_guest_options(p)
-    g = p.add_argument_group("swarm")
-    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
-                   help="vCPUs at boot (default 2)")
-    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=2, metavar="N",
-                   help="vCPUs to hot-add (default 2)")
-    g.add_argument("--dimms", default="8x256M", metavar="LIST",
-                   help="DIMMs to hot-add, COUNTxSIZE[,...] (default 8x256M; '' for none)")
-    g.add_argument("--virtio-mem", metavar="SIZE[:SHRINK]", help="grow (and shrink) virtio-mem")
-    g.add_argument("--virtio-mem-max", metavar="SIZE", help="the virtio-mem region size")
-    g.add_argument("--unplug", type=int, default=0, metavar="N", help="DIMMs to unplug afterwards")
-    g.add_argument("--unplug-cpus", type=int, default=0, metavar="N", help="vCPUs to unplug")
-    g.add_argument("--leave-offline", action="store_true", help="do not online hot-added vCPUs")
-    g.add_argument("--seed", type=int, help="shuffle the plan with this seed")
-    g.add_argument("--random", action="store_true", help="with --seed: a random plan")
-    g.add_argument("--timing", default="burst", metavar="T",
-                   help="burst, paced:SECONDS or waves:SIZE:SECONDS")
-    g.add_argument("--contention", action="append", default=[], metavar="SPEC",
-                   help="reload|udev|readers[:cpu=N,offset=S,count=N] (repeatable)")
-    g.add_argument("--update", default="auto", choices=UPDATE_STRATEGIES,
-                   help="who keeps the kdump image current: kernel, reload (udev-like), none")
-    g.add_argument("--settle-timeout", type=float, metavar="SECONDS")
+    add_swarm_options(p, dimms="8x256M", add_cpus=2)
     c = p.add_argument_group("panic and capture")
     c.add_argument("--trigger", default="sysrq", choices=TRIGGERS)
     c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
@@ -73,16 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..hotplug import virtio_mem_qemu_args
-    from .swarm import _virtio_mem_region
-
-    if args.cpus + args.add_cpus > args.maxcpus:
-        raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
-                         f"--maxcpus {args.maxcpus}")
     plan = plan_from_args(args)
-    region = _virtio_mem_region(args)
-    config = guest_config(args, capture_mode=args.mode,
-                          qemu_args=virtio_mem_qemu_args("vmem0", region) if region else ())
+    config = swarm_guest_config(args, capture_mode=args.mode)
     spec = JobSpec(plan=plan, swarm_options=SwarmOptions(update=args.update,
                                                          settle_timeout=args.settle_timeout),
                    contention=tuple(parse_contention(c) for c in args.contention),

@@ -22,7 +22,7 @@ from ..contention import KINDS as CONTENTION_KINDS
 from ..contention import parse_contention
 from ..errors import UsageError
 from ..hotplug import virtio_mem_qemu_args
-from ..machine import Guest
+from ..machine import Guest, GuestConfig
 from ..swarm import (
     UPDATE_HELP,
     UPDATE_STRATEGIES,
@@ -69,24 +69,23 @@ CONTENTION_HELP = (
     "reloading kdump when crash_hotplug does not read 1, readers = crash_hotplug readers")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("swarm", help="hot-plug DIMMs, virtio-mem and vCPUs in a swarm; "
-                                     "'swarm replay T.json' runs a transcript again",
-                       description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       # The shared guest options define --cpus as the boot count; here
-                       # --cpus hot-adds (as the issue spells it), so it replaces that one.
-                       conflict_handler="resolve")
-    add_image_options(p)
-    add_guest_options(p)
+def add_swarm_options(p: argparse.ArgumentParser, *, dimms: str, add_cpus: int) -> None:
+    """The swarm option group (shared by ``swarm`` and ``run``, with their own defaults).
+
+    The shared guest options define ``--cpus`` as the boot count; here ``--cpus`` hot-adds
+    (as the issues spell it) and ``--boot-cpus`` takes the boot count, so the parser must
+    use ``conflict_handler="resolve"``.
+    """
     g = p.add_argument_group("swarm")
     g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
                    help="vCPUs at boot (default 2)")
-    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=0, metavar="N",
-                   help="vCPUs to hot-add (default 0); needs --maxcpus >= boot + N")
-    g.add_argument("--dimms", default="", metavar="LIST",
+    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=add_cpus,
+                   metavar="N", help=f"vCPUs to hot-add (default {add_cpus}); needs "
+                                     "--maxcpus >= boot + N")
+    g.add_argument("--dimms", default=dimms, metavar="LIST",
                    help="DIMMs to hot-add: COUNTxSIZE[,COUNTxSIZE...], e.g. 16x256M "
-                        "(sizes must be multiples of the guest's memory block, 128M)")
+                        "(sizes must be multiples of the guest's memory block, 128M; "
+                        f"default {dimms or 'none'}; '' for none)")
     g.add_argument("--virtio-mem", metavar="SIZE[:SHRINK]",
                    help="add a virtio-mem device at boot, grow it to SIZE in phase 0 and "
                         "shrink it to SHRINK in phase 1, e.g. 1G:256M")
@@ -110,6 +109,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--update", default="auto", choices=UPDATE_STRATEGIES, help=UPDATE_HELP)
     g.add_argument("--settle-timeout", type=float, metavar="SECONDS",
                    help="deadline for each phase to settle (default: the scaled settle timeout)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("swarm", help="hot-plug DIMMs, virtio-mem and vCPUs in a swarm; "
+                                     "'swarm replay T.json' runs a transcript again",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       # The shared guest options define --cpus as the boot count; here
+                       # --cpus hot-adds (as the issue spells it), so it replaces that one.
+                       conflict_handler="resolve")
+    add_image_options(p)
+    add_guest_options(p)
+    add_swarm_options(p, dimms="", add_cpus=0)
     p.set_defaults(func=cmd_swarm, swarm_command=None)
 
     rsub = p.add_subparsers(dest="swarm_command", metavar="[replay]")
@@ -148,6 +160,16 @@ def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
                                 seed=args.seed, timing=timing))
 
 
+def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
+    """The guest a swarm needs: room for the hot-added vCPUs, the virtio-mem device."""
+    if args.cpus + args.add_cpus > args.maxcpus:
+        raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
+                         f"--maxcpus {args.maxcpus}")
+    region = _virtio_mem_region(args)
+    qemu_args = virtio_mem_qemu_args("vmem0", region) if region else ()
+    return guest_config(args, qemu_args=qemu_args, **overrides)
+
+
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
     if not args.virtio_mem:
         return None
@@ -165,12 +187,7 @@ def cmd_swarm(args: argparse.Namespace) -> int:
     if args.swarm_command == "replay":
         return cmd_replay(args)
     plan = plan_from_args(args)
-    if args.cpus + args.add_cpus > args.maxcpus:
-        raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
-                         f"--maxcpus {args.maxcpus}")
-    region = _virtio_mem_region(args)
-    qemu_args = virtio_mem_qemu_args("vmem0", region) if region else ()
-    config = guest_config(args, qemu_args=qemu_args)
+    config = swarm_guest_config(args)
     contention = [parse_contention(c) for c in args.contention]
     options = SwarmOptions(update=args.update, settle_timeout=args.settle_timeout)
     image = build_image_from_args(args)
