@@ -150,21 +150,8 @@ def resolve_mirror(mirror: str | None) -> str:
 
 def parse_control_records(text: str) -> list[dict[str, str]]:
     """Records of ``apt-cache show`` / a DEBIAN/control file (keys as written)."""
-    records = []
-    stanza: dict[str, str] = {}
-    last: str | None = None
-    for raw in text.splitlines() + [""]:
-        if not raw.strip():
-            if stanza:
-                records.append(stanza)
-            stanza, last = {}, None
-        elif raw[0] in " \t" and last is not None:
-            stanza[last] += "\n" + raw.strip()
-        elif ":" in raw:
-            key, value = raw.split(":", 1)
-            last = key.strip()
-            stanza[last] = value.strip()
-    return records
+    # The same deb822 stanza grammar as sources files (control data has no comments).
+    return list(_deb822_stanzas(text))
 
 
 def depends_names(field: str) -> list[str]:
