@@ -164,6 +164,9 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
         result.console_tail = _console_tail(guest.console.text(start_mark))
         result.times.total = time.monotonic() - t0
         (out / "capture.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
+        missing = out / "vmcore.missing"
+        if not result.captured and not missing.exists():
+            missing.write_text(f"{result.outcome.value}: {result.reason}\n")
     return result
 
 
@@ -267,10 +270,9 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
         started = _CAPTURE_START.search(guest.console.text(capture_at))
         assert started is not None
         result.times.dump_written = float(written.group(3)) - float(started.group(2))
-    collect_started = time.monotonic()
     guest.shutdown()   # QMP quit: QEMU closes the disks cleanly before we read them
     _collect(guest, out, result)
-    result.times.collected = time.monotonic() - collect_started + (collect_started - done_at)
+    result.times.collected = time.monotonic() - done_at
     if result.panic_message is None and "vmcore_dmesg" in result.files:
         # NMI panics print nothing on the console before kdump: take it from the dump.
         found = _PANIC.search(Path(result.files["vmcore_dmesg"]).read_text(errors="replace"))

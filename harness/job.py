@@ -27,6 +27,7 @@ from .errors import (
     KdumpLoadError,
     KernelUnsuitable,
     UsageError,
+    VmcoreFormatError,
 )
 from .machine import Guest, GuestConfig
 from .swarm import SwarmOptions, SwarmPlan, SwarmResult, run_swarm
@@ -118,6 +119,10 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
         else:
             job.result = job.capture.outcome.value
             job.reason = job.capture.reason
+    except VmcoreFormatError as exc:
+        # The capture kernel wrote something the readers reject: a finding about the dump.
+        job.result = "invalid"
+        job.reason = str(exc)
     except GuestError as exc:
         job.result = _GUEST_ERROR_RESULTS.get(type(exc), "guest_error")
         job.reason = str(exc)

@@ -66,6 +66,7 @@ def test_nothing_loaded_is_kdump_did_not_occur(make_guest, artifact_dir: Path) -
     result = panic_and_capture(guest, trigger="sysrq", out=artifact_dir)
     assert result.outcome is Outcome.KDUMP_DID_NOT_OCCUR, result.reason
     assert "nothing was loaded" in result.reason
+    assert "kdump_did_not_occur" in (artifact_dir / "vmcore.missing").read_text()
     assert "Kernel panic - not syncing: sysrq triggered crash" in result.console_tail
     assert "Kernel panic" in (artifact_dir / "console-first-kernel.log").read_text()
 
