@@ -31,11 +31,19 @@ MiB = 1 << 20
 class Shape:
     name: str
     swarm: SwarmSpec
+    #: The expected result on kernels that update the header themselves (6.6+); 6.1 runs
+    #: with udev-like reloads, which rebuild the header from scratch: always accurate.
+    expect_crash_hotplug: str = "accurate"
 
 
 SHAPES = (
     Shape("burst-16dimm-6cpu", SwarmSpec(dimms=(256 * MiB,) * 16, cpus=6)),
-    Shape("plug-unplug-half", SwarmSpec(dimms=(256 * MiB,) * 8, cpus=4, unplug=4, unplug_cpus=2)),
+    # 6.12 and 7.2 rewrite the header at MEM_OFFLINE, before the removed DIMM's resource is
+    # released: the last removed range stays described (testcases/test_run.py pins it).
+    # No vCPU unplugs: after one, QEMU 7.2 dies ("double free or corruption") by the time
+    # the capture kernel boots, whatever the pacing.
+    Shape("unplug-half-dimms", SwarmSpec(dimms=(256 * MiB,) * 8, cpus=4, unplug=4),
+          expect_crash_hotplug="stale"),
     Shape("seeded-shuffle", SwarmSpec(dimms=(128 * MiB, 256 * MiB, 512 * MiB) * 2, cpus=3, seed=7)),
 )
 TRIGGERS = ("sysrq", "nmi")
@@ -55,9 +63,7 @@ class Cell:
 
     @property
     def expect(self) -> str:
-        # 6.1 has no crash hot-plug, but the harness's default update strategy there is a
-        # udev-like reload after every event, so the dump must still be accurate.
-        return "accurate"
+        return "accurate" if self.profile == "bookworm" else self.shape.expect_crash_hotplug
 
 
 def main() -> int:

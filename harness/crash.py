@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .console import CRASH_SIGNATURES
-from .errors import HarnessError, InfrastructureError, UsageError
+from .errors import HarnessError, InfrastructureError, LostVMError, UsageError
 from .machine import Guest, GuestState
 from .timeouts import wait_until
 
@@ -184,6 +184,11 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
         if not guest.alive() or guest.console.eof:
             # Let the drain thread deliver the last bytes before concluding.
             time.sleep(0.2)
+            crashed = guest.crashed()
+            if crashed:
+                # QEMU's own failure (e.g. 7.2's heap corruption after overlapping DIMM
+                # and vCPU unplugs) says nothing about the kernel: never a capture verdict.
+                raise LostVMError(crashed)
             text = guest.console.text(start)
             hits = [(m.start(), name, m) for name, rx in patterns.items() if (m := rx.search(text))]
             if hits:

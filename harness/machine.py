@@ -371,6 +371,18 @@ class Guest:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def crashed(self) -> str | None:
+        """If QEMU itself died (killed by a signal, or exited with an error), say how.
+
+        A guest that powers off or reboots under ``-no-reboot`` exits QEMU with status 0;
+        anything else is QEMU's failure, not the guest's.
+        """
+        rc = self._proc.poll() if self._proc is not None else None
+        if rc is None or rc == 0:
+            return None
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return f"QEMU died ({how}): {_tail(self.workdir / 'qemu.log', 5)}"
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -113,3 +113,22 @@ def test_run_reproduces_the_trylock_failure_as_a_stale_dump(request, artifact_di
     assert status == 0 and verdict["result"] == "stale", verdict["reason"]
     missing = [f for f in verdict["verify"]["findings"] if f["code"] == "dimm-missing"]
     assert missing and all(f["device"] for f in missing)
+
+
+@pytest.mark.profile("trixie")
+def test_dimm_unplug_leaves_the_last_removed_range_in_the_header(request, artifact_dir: Path,
+                                                                capsys) -> None:
+    """Pins down 6.12 behaviour KNOWLEDGE.md asked to verify: the crash header is rewritten
+    at MEM_OFFLINE, before the removed DIMM's resource is released, so after an unplug the
+    header still describes the last removed range (the earlier ones are dropped by the next
+    rewrite).  If a kernel fixes this, this test says so."""
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--dimms", "8x256M",
+                              "--cpus", "0", "--unplug", "4", "--expect", "stale")
+    capsys.readouterr()
+    assert status == 0 and verdict["result"] == "stale", verdict["reason"]
+    errors = [f for f in verdict["verify"]["findings"] if f["severity"] == "error"]
+    assert {f["code"] for f in errors} == {"dump-range-not-ram"}
+    removed = verdict["swarm"]["removed"]
+    removed_ranges = {(int(d["addr"]), int(d["addr"]) + int(d["size"])) for d in removed}
+    stale = {(int(f["range"]["start"], 0), int(f["range"]["end"], 0)) for f in errors}
+    assert len(stale) == 1 and stale <= removed_ranges, (stale, removed_ranges)
