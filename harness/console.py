@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from re import Pattern
@@ -76,17 +76,27 @@ class Console:
         self._server.bind(str(self.socket_path))
         self._server.listen(1)
 
-    def accept(self, timeout: float) -> None:
+    def accept(self, timeout: float, still_running: Callable[[], bool] | None = None) -> None:
+        """Wait for QEMU to connect; give up early once ``still_running()`` says it exited."""
         assert self._server is not None, "listen() first"
-        self._server.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        self._server.settimeout(0.2)
         try:
-            self._conn, _ = self._server.accept()
-        except TimeoutError:
-            raise LostVMError("QEMU did not connect its serial console within "
-                              f"{timeout:.1f} s") from None
+            while True:
+                try:
+                    self._conn, _ = self._server.accept()
+                    break
+                except TimeoutError:
+                    if still_running is not None and not still_running():
+                        raise LostVMError("QEMU exited before connecting its serial "
+                                          "console") from None
+                    if time.monotonic() >= deadline:
+                        raise LostVMError("QEMU did not connect its serial console within "
+                                          f"{timeout:.1f} s") from None
         finally:
             self._server.close()
             self._server = None
+        self._conn.settimeout(None)
         self._child = pexpect.fdpexpect.fdspawn(self._conn.fileno(), encoding="utf-8",
                                                 codec_errors="replace")
         # Lives as long as the console: the drain thread appends until close().

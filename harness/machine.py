@@ -282,14 +282,11 @@ class Guest:
         deadline = time.monotonic() + self.timeouts.qmp_command
         # QEMU connects its chardevs while parsing the command line; a bad option makes it
         # exit instead, which we want to report with its own message, not as a timeout.
-        while True:
-            try:
-                self.console.accept(timeout=0.5)
-                break
-            except LostVMError:
-                self._check_alive("QEMU exited before connecting its console")
-                if time.monotonic() > deadline:
-                    raise
+        try:
+            self.console.accept(timeout=self.timeouts.qmp_command, still_running=self.alive)
+        except LostVMError:
+            self._check_alive("QEMU exited before connecting its console")
+            raise
         self.qmp.accept(timeout=max(1.0, deadline - time.monotonic()))
 
     def _check_alive(self, what: str) -> None:
@@ -318,11 +315,10 @@ class Guest:
                                      during_boot=True)
         self.times.userspace = user.at - self._launched_at
         self.times.guest_uptime_userspace = float(user.groups[0] or 0)
-        ready = self.console.wait_for(_READY, timeout=t.boot, what="the guest's SSH server",
-                                      during_boot=True)
+        self.console.wait_for(_READY, timeout=t.boot, what="the guest's SSH server",
+                              during_boot=True)
         self.ssh.connect(timeout=t.ssh_connect)
         self.times.ssh_ready = since()
-        del ready
         if self.config.kexec != "none" and self.config.wait_kdump:
             loaded = self.console.wait_for(_KDUMP_LOADED, timeout=t.kdump_load,
                                            what="loading the capture kernel", during_boot=True)
