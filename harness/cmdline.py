@@ -187,7 +187,3 @@ class GuestKernelOptions:
             raise UsageError(f"kernel command line is {len(text)} bytes; x86 allows 2047")
         return text
 
-
-#: The capture kernel's command line additions (KNOWLEDGE.md: what worked here).
-CAPTURE_APPEND = ("nr_cpus=1 irqpoll reset_devices acpi_no_memhotplug panic=-1 "
-                  "console=ttyS0,115200 rdinit=/init")

@@ -201,15 +201,6 @@ class Console:
         return ConsoleMatch(m.start(), m.end(), m.group(0), m.groups(),
                             self.arrival_time(m.start()))
 
-    def count(self, pattern: str | Pattern[str], start: int = 0) -> int:
-        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return len(rx.findall(self.text(start)))
-
-    def signatures(self, start: int = 0) -> dict[str, int]:
-        """How often each crash signature occurs after ``start``."""
-        text = self.text(start)
-        return {k: len(rx.findall(text)) for k, rx in CRASH_SIGNATURES.items() if rx.search(text)}
-
     def wait_for(
         self,
         pattern: str | Pattern[str],

@@ -153,12 +153,13 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
         if during_reload:
             start_reload_in_flight(guest)
         fire(guest, trigger, cpus)
+        # From here on commands over SSH are refused: the guest is (about to be) gone.
+        guest.state = GuestState.PANICKED
         _follow(guest, result, start_mark, t0, wall0, out, read_raw_header)
     except InfrastructureError as exc:
         result.outcome = Outcome.HARNESS_ERROR
         result.reason = str(exc).splitlines()[0]
     finally:
-        guest.state = GuestState.PANICKED if guest.alive() else guest.state
         guest.shutdown()
         _split_console(guest, start_mark, out)
         result.console_tail = _console_tail(guest.console.text(start_mark))
@@ -173,12 +174,19 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
 def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
            deadline: float) -> tuple[str, re.Match[str]] | tuple[None, None]:
     """Wait until one of ``patterns`` appears after ``start`` (earliest match wins)."""
-    while True:
+
+    def earliest() -> tuple[str, re.Match[str]] | None:
         text = guest.console.text(start)
         hits = [(m.start(), name, m) for name, rx in patterns.items() if (m := rx.search(text))]
-        if hits:
-            _, name, m = min(hits, key=lambda h: h[0])
-            return name, m
+        if not hits:
+            return None
+        _, name, m = min(hits, key=lambda h: h[0])
+        return name, m
+
+    while True:
+        hit = earliest()
+        if hit:
+            return hit
         if time.monotonic() > deadline:
             return None, None
         if not guest.alive() or guest.console.eof:
@@ -189,11 +197,9 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
                 # QEMU's own failure (e.g. 7.2's heap corruption after overlapping DIMM
                 # and vCPU unplugs) says nothing about the kernel: never a capture verdict.
                 raise LostVMError(crashed)
-            text = guest.console.text(start)
-            hits = [(m.start(), name, m) for name, rx in patterns.items() if (m := rx.search(text))]
-            if hits:
-                _, name, m = min(hits, key=lambda h: h[0])
-                return name, m
+            hit = earliest()
+            if hit:
+                return hit
             empty = re.match("", "")
             assert empty is not None  # an empty pattern always matches
             return "exited", empty

@@ -22,7 +22,7 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 from . import accel as accel_mod
 from .cmdline import GiB, GuestKernelOptions, MachineSpec, MiB, qemu_args, render_command
@@ -360,9 +360,6 @@ class Guest:
     def read_readiness(self) -> Readiness:
         return _parse_readiness(self.run("/harness/readiness", check=True).stdout)
 
-    def dmesg(self) -> str:
-        return self.run("dmesg").stdout
-
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -389,9 +386,6 @@ class Guest:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._launched_at
 
     # -- teardown -------------------------------------------------------------------------
     def kill(self) -> None:
@@ -434,10 +428,6 @@ class Guest:
         self.state = GuestState.STOPPED
         self.shutdown_kind = kind
         return kind
-
-    def evidence(self) -> dict[str, Any]:
-        return {"workdir": str(self.workdir), "accel": asdict(self.accel),
-                "times": self.times.as_dict(), "shutdown": self.shutdown_kind}
 
 
 def _parse_readiness(text: str) -> Readiness:

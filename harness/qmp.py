@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import TracebackType
@@ -207,14 +207,6 @@ class Qmp:
         """Register a listener for ``names`` (all events if none) until the block ends."""
         return _ListenContext(self, EventListener(list(names) or None))
 
-    def events_since(self, start: float, names: Iterable[str] | None = None) -> list[Event]:
-        """Events from the transcript received at or after monotonic time ``start``."""
-        wanted = set(names) if names else None
-        return [
-            e["msg"] for e in list(self.transcript.entries)
-            if e["kind"] == "event" and e["t"] >= start
-            and (wanted is None or e["msg"].get("event") in wanted)
-        ]
 
 
 class _ListenContext:
