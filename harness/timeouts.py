@@ -44,7 +44,6 @@ class Timeouts:
     command: float = 60.0          # one guest command, unless the caller says otherwise
     kdump_load: float = 20.0
     qmp_command: float = 10.0
-    hotplug_event: float = 10.0    # device_add to its ACPI_DEVICE_OST / DEVICE_DELETED
     settle: float = 30.0           # a swarm's end to the guest showing all of it
     panic: float = 10.0            # trigger to "Kernel panic" on the console
     capture_boot: float = 30.0     # panic to capture-kernel userspace
