@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def guest_image() -> Callable[..., Any]:
         key = (profile, flavour)
         if key not in cache:
             cache[key] = build_image(profile, flavour=flavour)
+            if cache[key].lock_drift:
+                warnings.warn(cache[key].drift_summary(), stacklevel=2)
         return cache[key]
 
     return get

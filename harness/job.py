@@ -81,6 +81,8 @@ class JobResult:
     run_dir: Path | None = None
     accel: str = ""
     kernel_release: str = ""
+    #: package -> (locked, used) when the image could not follow the lock file.
+    lock_drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -90,6 +92,7 @@ class JobResult:
         return {
             "result": self.result, "expected": self.expected, "passed": self.passed,
             "reason": self.reason, "accel": self.accel, "kernel_release": self.kernel_release,
+            "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
             "times": self.times, "run_dir": str(self.run_dir),
             "capture": self.capture.to_json_dict() if self.capture else None,
             "swarm": self.swarm.to_json_dict() if self.swarm else None,
@@ -102,7 +105,8 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
     spec.validate()
     started = time.monotonic()
     job = JobResult(result="harness_error", expected=spec.expect, reason="not started",
-                    run_dir=out, kernel_release=getattr(image, "kernel_release", ""))
+                    run_dir=out, kernel_release=getattr(image, "kernel_release", ""),
+                    lock_drift=dict(getattr(image, "lock_drift", {})))
     try:
         with Guest(image, config, out) as guest:
             job.accel = guest.accel.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
                    help="modules tree for --kernel (INSTALL_MOD_PATH of make modules_install)")
     g.add_argument("--config", type=Path, help="the .config of --kernel, checked before booting")
     g.add_argument("--mirror", help="Debian mirror URI (default: the host's apt configuration)")
+    g.add_argument("--locked", action="store_true",
+                   help="fail if the archive no longer has a version packages.lock.json pins "
+                        "(default: build from the suite's current version and say so; "
+                        "also KDUMP_HARNESS_LOCK=strict)")
 
 
 def add_guest_options(p: argparse.ArgumentParser) -> None:
@@ -75,8 +80,12 @@ def build_image_from_args(args: argparse.Namespace) -> Any:
 
     if (args.modules or args.config) and not args.kernel:
         raise UsageError("--modules and --config go with --kernel")
-    return build_image(args.profile, flavour=args.flavour, kernel=args.kernel,
-                       modules_dir=args.modules, config=args.config, mirror=args.mirror)
+    image = build_image(args.profile, flavour=args.flavour, kernel=args.kernel,
+                        modules_dir=args.modules, config=args.config, mirror=args.mirror,
+                        lock="strict" if args.locked else None)
+    if image.lock_drift:
+        print(f"kdump-harness: note: {image.drift_summary()}", file=sys.stderr)
+    return image
 
 
 def run_dir(args: argparse.Namespace, command: str) -> Path:

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build.add_argument("--mirror", help=HELP_MIRROR)
     build.add_argument("--rebuild", action="store_true",
                        help="build again even if the image is cached")
+    build.add_argument("--locked", action="store_true",
+                       help="fail if the archive no longer has a pinned version (default: "
+                            "build from the suite's current one and list the differences)")
     build.add_argument("--json", action="store_true", help="print the image as JSON")
     build.set_defaults(func=cmd_build)
 
@@ -114,6 +117,8 @@ def describe(image: GuestImage) -> str:
     if image.sizes:
         lines.append("  sizes           " + ", ".join(f"{name} {_mib(size)}"
                                                   for name, size in image.sizes.items()))
+    for name, (locked, used) in sorted(image.lock_drift.items()):
+        lines.append(f"  not as locked   {name}: {locked or '-'} -> {used or '-'}")
     return "\n".join(lines)
 
 
@@ -127,7 +132,8 @@ def _json(image: GuestImage) -> dict[str, Any]:
 
 def cmd_build(args: argparse.Namespace) -> int:
     _progress_to_stderr()
-    image = build_image(**_selection(args), mirror=args.mirror, rebuild=args.rebuild)
+    image = build_image(**_selection(args), mirror=args.mirror, rebuild=args.rebuild,
+                        lock="strict" if args.locked else None)
     if args.json:
         print(json.dumps(_json(image), indent=2, sort_keys=True))
     else:

@@ -75,6 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_job(job: JobResult) -> None:
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
+    if job.lock_drift:
+        print(f"note: {len(job.lock_drift)} packages differ from packages.lock.json (the archive "
+              "dropped the pinned versions): "
+              + ", ".join(f"{n} {a or '-'} -> {b or '-'}" for n, (a, b) in job.lock_drift.items()))
     if job.swarm is not None:
         print(job.swarm.summary())
     if job.capture is not None:

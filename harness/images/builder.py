@@ -24,6 +24,7 @@ renames it into place, the others find it complete and return it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,8 +53,8 @@ from .kconfig import (
     raise_if_unsuitable,
 )
 from .kmod import ModuleTree, ResolvedGroup, is_module_file, resolve_group, uncompressed_path
-from .lockfile import LockedFlavour, LockedPackage, load_lock
-from .packages import fetch_debs
+from .lockfile import LockedFlavour, LockedPackage, load_lock, parse_lock
+from .packages import PinnedVersionGone, fetch_debs, lock_drift, resolve_current_flavour
 from .profiles import (
     FLAVOURS,
     ModuleGroupSpec,
@@ -76,6 +77,13 @@ GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
 MANIFEST_PATH = "etc/harness/image.json"
 MODULE_LIST_DIR = "etc/harness/modules"
 IMAGE_FILES = ("vmlinuz", "userspace.cpio", "initrd.cpio", "image.json")
+
+#: How strictly a build follows the lock when the archive has moved on (``lock_policy``).
+LOCK_POLICIES = ("prefer", "strict")
+LOCK_ENV = "KDUMP_HARNESS_LOCK"
+
+#: package -> (version in the lock, version used); None where one side lacks the package.
+Drift = Mapping[str, tuple[str | None, str | None]]
 
 
 def lock_file_path() -> Path:
@@ -118,10 +126,23 @@ class GuestImage:
     config_notes: tuple[str, ...] = ()
     built_at: float = 0.0
     sizes: Mapping[str, int] = field(default_factory=dict)
+    #: Packages at another version than the lock pins, because the archive dropped the
+    #: pinned one (empty when the image follows the lock). A property of the request, not
+    #: of the image: the same packages make the same image whatever the lock said.
+    lock_drift: Drift = field(default_factory=dict)
 
     @property
     def custom_kernel(self) -> bool:
         return self.flavour == CUSTOM_FLAVOUR
+
+    def drift_summary(self) -> str:
+        """One line for report headers; empty when the image follows the lock."""
+        if not self.lock_drift:
+            return ""
+        changes = ", ".join(f"{n} {old or '-'} -> {new or '-'}"
+                            for n, (old, new) in sorted(self.lock_drift.items()))
+        return (f"{self.profile}/{self.flavour} differs from packages.lock.json (the archive "
+                f"dropped the pinned versions): {changes}")
 
     def to_json(self) -> dict[str, Any]:
         """The record stored as image.json (paths relative to the image directory)."""
@@ -135,6 +156,7 @@ class GuestImage:
             "build_seconds": round(self.build_seconds, 3), "key": self.key,
             "config_source": self.config_source, "config_notes": list(self.config_notes),
             "built_at": self.built_at, "sizes": dict(self.sizes),
+            "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
         }
 
     @classmethod
@@ -253,6 +275,10 @@ class BuildPlan:
     custom: CustomKernel | None
     rootfs: Path
     key: str
+    #: Identifies the lock file's entry this plan started from (profile, flavour, pins).
+    lock_state: str = ""
+    #: Where ``packages`` differ from the lock file (a fallback plan, see ``build_image``).
+    drift: Drift = field(default_factory=dict)
 
 
 def _file_digest(path: Path) -> str:
@@ -299,8 +325,12 @@ def _source_digest() -> str:
 
 def plan_build(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,
                modules_dir: Path | None = None, config: Path | None = None,
-               rootfs: Path | None = None) -> BuildPlan:
-    """Validate the request and compute its cache key (reads local files only)."""
+               rootfs: Path | None = None, locked: LockedFlavour | None = None) -> BuildPlan:
+    """Validate the request and compute its cache key (reads local files only).
+
+    ``locked`` replaces the lock file's packages (the fallback when the archive dropped
+    them); the plan's ``drift`` then says how they differ.
+    """
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour {flavour!r} (known: {', '.join(FLAVOURS)})")
     if kernel is None and (modules_dir is not None or config is not None):
@@ -308,7 +338,9 @@ def plan_build(profile: str, *, flavour: str = "cloud", kernel: Path | None = No
     profiles = load_profiles()
     chosen = profiles.get(profile)
     lock_path = lock_file_path()
-    locked = load_lock(lock_path).flavour(chosen.name, flavour, path=lock_path)
+    in_lock = load_lock(lock_path).flavour(chosen.name, flavour, path=lock_path)
+    if locked is None:
+        locked = in_lock
     rootfs = Path(rootfs) if rootfs is not None else default_rootfs_dir()
     if not rootfs.is_dir():
         raise UsageError(f"guest rootfs {rootfs} is not a directory")
@@ -324,6 +356,11 @@ def plan_build(profile: str, *, flavour: str = "cloud", kernel: Path | None = No
             f"`kdump-harness images update --profile {chosen.name}`")
     wanted = list(chosen.packages) + ([] if custom else list(locked.kernel.packages))
     packages = {name: locked.packages[name] for name in wanted}
+    pinned = list(chosen.packages) + ([] if custom else list(in_lock.kernel.packages))
+    drift = lock_drift({n: in_lock.packages[n] for n in pinned if n in in_lock.packages},
+                       packages)
+    lock_state = hashlib.sha256(json.dumps([chosen.name, flavour, in_lock.to_json()],
+                                           sort_keys=True).encode()).hexdigest()
 
     ingredients: dict[str, Any] = {
         "builder": _source_digest(),
@@ -343,16 +380,29 @@ def plan_build(profile: str, *, flavour: str = "cloud", kernel: Path | None = No
         }
     key = hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
     return BuildPlan(profiles, chosen, CUSTOM_FLAVOUR if custom else flavour, locked,
-                     MappingProxyType(packages), custom, rootfs, key)
+                     MappingProxyType(packages), custom, rootfs, key, lock_state,
+                     MappingProxyType(drift))
 
 
 # -- public API ------------------------------------------------------------------------
 
 
+def lock_policy(value: str | None = None) -> str:
+    """``value``, else ``$KDUMP_HARNESS_LOCK``, else ``prefer`` (validated)."""
+    source = "the lock policy"
+    if value is None:
+        value = os.environ.get(LOCK_ENV) or "prefer"
+        source = LOCK_ENV
+    if value not in LOCK_POLICIES:
+        raise UsageError(f"{source} must be one of {', '.join(LOCK_POLICIES)}, not {value!r}")
+    return value
+
+
 def build_image(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,
                 modules_dir: Path | None = None, config: Path | None = None,
                 mirror: str | None = None, rootfs: Path | None = None,
-                cache_dir: Path | None = None, rebuild: bool = False) -> GuestImage:
+                cache_dir: Path | None = None, rebuild: bool = False,
+                lock: str | None = None) -> GuestImage:
     """Build the guest image for ``profile`` (or return the cached one).
 
     ``flavour`` picks Debian's kernel (``cloud`` or ``generic``); ``kernel`` (a bzImage)
@@ -362,44 +412,117 @@ def build_image(profile: str, *, flavour: str = "cloud", kernel: Path | None = N
     host's apt configuration). ``rootfs`` defaults to ``guest-images/rootfs``; ``cache_dir``
     to the user cache. ``rebuild`` builds again even if a cached image exists.
 
+    ``lock`` (default ``$KDUMP_HARNESS_LOCK``, else ``prefer``) decides what happens when
+    the archive no longer has a pinned version, as after every Debian point release:
+    ``prefer`` builds from the suite's current versions instead (their SHA256 from the
+    signed index, the differences in ``GuestImage.lock_drift`` and a warning), ``strict``
+    fails. The fallback is remembered per lock state, so later calls find its image offline.
+
     Raises ``UsageError`` for bad inputs, ``KernelUnsuitable`` when the kernel config rules
     out kdump or hot-plug, ``ImageBuildError``/``HostError`` when building fails.
     """
-    plan = plan_build(profile, flavour=flavour, kernel=kernel, modules_dir=modules_dir,
-                      config=config, rootfs=rootfs)
+    policy = lock_policy(lock)
+    request: dict[str, Any] = dict(flavour=flavour, kernel=kernel, modules_dir=modules_dir,
+                                   config=config, rootfs=rootfs)
+    plan = plan_build(profile, **request)
     cache = Cache(cache_dir)
-    final = cache.image_dir(plan.profile.name, plan.flavour, plan.key)
-    if not rebuild and _is_complete(final):
-        return GuestImage.load(final, cached=True)
+
+    def fallback_plan() -> BuildPlan | None:
+        current = _remembered_fallback(cache, plan) if policy == "prefer" else None
+        return plan_build(profile, **request, locked=current) if current else None
+
+    if not rebuild:
+        for candidate in (plan, fallback_plan()):
+            if candidate is not None and _is_complete(_final(cache, candidate)):
+                return _with_drift(GuestImage.load(_final(cache, candidate), cached=True),
+                                   candidate)
     requested_at = time.time()
+    # One lock for the lock file's plan and its fallback: the archive is asked once.
     with cache.lock(plan.key):
-        if _is_complete(final):
-            existing = GuestImage.load(final, cached=True)
-            # Another worker finished this image while we waited: that satisfies a rebuild
-            # requested before it was built.
-            if not rebuild or existing.built_at >= requested_at:
-                return existing
-        # Scratch directories of this key left by a killed builder: we hold the lock, so
-        # nobody else is using them.
-        for stale in cache.images_dir().glob(f".build-{plan.key[:16]}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        started = time.monotonic()
-        scratch = cache.scratch_dir(f"build-{plan.key[:16]}")
+        fallback = fallback_plan()
         try:
-            output = scratch / "image"
-            output.mkdir()
-            record = _build(plan, cache, mirror, scratch / "staging", output)
-            record["build_seconds"] = round(time.monotonic() - started, 3)
-            record["built_at"] = time.time()
-            (output / "image.json").write_text(json.dumps(record, indent=2, sort_keys=True)
-                                               + "\n")
-            cache.install_directory(output, final, last="image.json")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if fallback is not None:
+                try:
+                    return _with_drift(_build_locked(fallback, cache, mirror, rebuild,
+                                                     requested_at), fallback)
+                except PinnedVersionGone:
+                    pass  # the archive moved again: start over from the lock file
+            return _build_locked(plan, cache, mirror, rebuild, requested_at)
+        except PinnedVersionGone as gone:
+            if policy == "strict":
+                raise ImageBuildError(f"{gone.message} (strict lock: no fallback to the "
+                                      "archive's current versions)", details=gone.details
+                                      ) from gone
+            current = resolve_current_flavour(cache, plan.profile, flavour, mirror)
+            fallback = plan_build(profile, **request, locked=current)
+            _remember_fallback(cache, plan, current)
+            log.warning("%s/%s: the archive no longer has %s %s pinned in %s; building from "
+                        "its current versions (%d packages differ; `kdump-harness images "
+                        "update` re-pins them)", plan.profile.name, plan.flavour,
+                        gone.package.name, gone.package.version, lock_file_path().name,
+                        len(fallback.drift))
+            with cache.lock(fallback.key):
+                return _with_drift(_build_locked(fallback, cache, mirror, rebuild,
+                                                 requested_at), fallback)
+
+
+def _with_drift(image: GuestImage, plan: BuildPlan) -> GuestImage:
+    return dataclasses.replace(image, lock_drift=plan.drift) if plan.drift else image
+
+
+def _final(cache: Cache, plan: BuildPlan) -> Path:
+    return cache.image_dir(plan.profile.name, plan.flavour, plan.key)
+
+
+def _build_locked(plan: BuildPlan, cache: Cache, mirror: str | None, rebuild: bool,
+                  requested_at: float) -> GuestImage:
+    """Build ``plan`` into the cache; the caller holds ``cache.lock`` for it."""
+    final = _final(cache, plan)
+    if _is_complete(final):
+        existing = GuestImage.load(final, cached=True)
+        # Another worker finished this image while we waited: that satisfies a rebuild
+        # requested before it was built.
+        if not rebuild or existing.built_at >= requested_at:
+            return existing
+    # Scratch directories of this key left by a killed builder: we hold the lock, so
+    # nobody else is using them.
+    for stale in cache.images_dir().glob(f".build-{plan.key[:16]}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    started = time.monotonic()
+    scratch = cache.scratch_dir(f"build-{plan.key[:16]}")
+    try:
+        output = scratch / "image"
+        output.mkdir()
+        record = _build(plan, cache, mirror, scratch / "staging", output)
+        record["build_seconds"] = round(time.monotonic() - started, 3)
+        record["built_at"] = time.time()
+        (output / "image.json").write_text(json.dumps(record, indent=2, sort_keys=True)
+                                           + "\n")
+        cache.install_directory(output, final, last="image.json")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     image = GuestImage.load(final, cached=False)
     log.info("built %s/%s (%s) in %.1f s: %s", image.profile, image.flavour,
              image.kernel_release, image.build_seconds, final)
     return image
+
+
+def _remember_fallback(cache: Cache, plan: BuildPlan, current: LockedFlavour) -> None:
+    """Note which packages replaced this lock state's, so later builds skip the archive."""
+    record = {"format": 1, "resolved_at": time.time(),
+              "profiles": {plan.profile.name: {"suites": list(plan.profile.suites),
+                                               "flavours": {"fallback": current.to_json()}}}}
+    cache.write_fallback(plan.lock_state, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _remembered_fallback(cache: Cache, plan: BuildPlan) -> LockedFlavour | None:
+    text = cache.read_fallback(plan.lock_state)
+    if text is None:
+        return None
+    try:
+        return parse_lock(json.loads(text)).flavour(plan.profile.name, "fallback")
+    except (ValueError, UsageError, ImageBuildError):
+        return None  # unreadable: resolve again
 
 
 def image_path(profile: str, *, flavour: str = "cloud", kernel: Path | None = None,

@@ -7,6 +7,8 @@ else ``~/.cache/kdump-harness``)::
     apt/<profile>/                     private apt configuration and lists per profile
     images/<profile>-<flavour>-<key>/  one built image (see builder.py)
     locks/<key>.lock                   flock files: one builder per image at a time
+    fallback/<key>.json                the packages that replaced a lock state the archive
+                                       dropped (see builder.build_image)
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Cache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_cache_root()).absolute()
         try:
-            for sub in ("debs", "apt", "images", "locks"):
+            for sub in ("debs", "apt", "images", "locks", "fallback"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HostError(f"cannot create the cache directory {self.root}: {exc.strerror} "
@@ -72,6 +74,19 @@ class Cache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def write_fallback(self, key: str, text: str) -> None:
+        """Record (atomically) what replaced the lock state ``key``."""
+        fd, tmp = tempfile.mkstemp(prefix=".fallback-", dir=self.root / "fallback")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, self.root / "fallback" / f"{key}.json")
+
+    def read_fallback(self, key: str) -> str | None:
+        try:
+            return (self.root / "fallback" / f"{key}.json").read_text()
+        except FileNotFoundError:
+            return None
 
     def store_deb(self, downloaded: Path, sha256: str) -> Path:
         """Move a verified download into ``debs/`` atomically and return its cached path."""

@@ -74,13 +74,27 @@ def fetch_debs(cache: Cache, profile: Profile, packages: Mapping[str, LockedPack
     return paths
 
 
+class PinnedVersionGone(ImageBuildError):
+    """The archive no longer carries a version the lock pins.
+
+    Debian keeps one version of each package per suite: a stable point release or a sid
+    upload drops the pinned one. The builder may then fall back to the current version
+    (see ``builder.build_image``); ``package`` names the first one found missing.
+    """
+
+    def __init__(self, message: str, *, package: LockedPackage, details: str | None = None
+                 ) -> None:
+        super().__init__(message, details=details)
+        self.package = package
+
+
 def _gone(package: LockedPackage, profile: Profile, state: AptState,
-          exc: AptCommandError) -> ImageBuildError:
-    return ImageBuildError(
+          exc: AptCommandError) -> PinnedVersionGone:
+    return PinnedVersionGone(
         f"{package.name} {package.version} (pinned in the lock) cannot be downloaded from "
-        f"{' '.join(profile.suites)} at {state.mirror}: the archive may have dropped that "
+        f"{' '.join(profile.suites)} at {state.mirror}: the archive has dropped that "
         f"version; run `kdump-harness images update --profile {profile.name}`",
-        details=exc.output)
+        package=package, details=exc.output)
 
 
 _LINUX_IMAGE = re.compile(r"^linux-image-(?P<release>\d+\.\d+.*)$")
@@ -125,6 +139,25 @@ def _pin(record: Mapping[str, str]) -> LockedPackage:
                          size=int(record["Size"]))
 
 
+def _resolve_flavour(state: AptState, profile: Profile, flavour: str,
+                     userspace: Mapping[str, LockedPackage]) -> LockedFlavour:
+    """The current kernel of one flavour plus ``userspace``, pinned from the apt lists."""
+    metapackage = profile.kernels[flavour]
+    kernel, names = _kernel_packages(state, metapackage)
+    if not profile.release_matches_series(kernel.release):
+        raise ImageBuildError(
+            f"profile {profile.name} expects Linux {profile.kernel_series}.x but "
+            f"{metapackage} now resolves to {kernel.release}: update kernel_series in "
+            "profiles.toml if that is intended")
+    pinned = dict(userspace)
+    pinned.update({n: _pin(r) for n, r in state.candidates(names).items()})
+    return LockedFlavour(kernel, MappingProxyType(pinned))
+
+
+def _current_userspace(state: AptState, profile: Profile) -> dict[str, LockedPackage]:
+    return {n: _pin(r) for n, r in state.candidates(list(profile.packages)).items()}
+
+
 def resolve_profile(cache: Cache, profile: Profile, mirror: str | None, *,
                     download: bool = True) -> LockedProfile:
     """Current candidates of the profile's suites, pinned; downloads and checks each .deb.
@@ -133,28 +166,42 @@ def resolve_profile(cache: Cache, profile: Profile, mirror: str | None, *,
     also warms the cache and proves the file matches.
     """
     state = AptState(cache.apt_dir(profile.name), resolve_mirror(mirror), profile.suites)
-    result: dict[str, LockedFlavour] = {}
     with state.locked():
         log.info("apt-get update for %s (%s) from %s", profile.name, " ".join(profile.suites),
                  state.mirror)
         state.update()
-        userspace = {n: _pin(r) for n, r in state.candidates(list(profile.packages)).items()}
-        for flavour, metapackage in profile.kernels.items():
-            kernel, names = _kernel_packages(state, metapackage)
-            if not profile.release_matches_series(kernel.release):
-                raise ImageBuildError(
-                    f"profile {profile.name} expects Linux {profile.kernel_series}.x but "
-                    f"{metapackage} now resolves to {kernel.release}: update kernel_series in "
-                    "profiles.toml if that is intended")
-            pinned = dict(userspace)
-            pinned.update({n: _pin(r) for n, r in state.candidates(names).items()})
-            result[flavour] = LockedFlavour(kernel, MappingProxyType(pinned))
+        userspace = _current_userspace(state, profile)
+        result = {flavour: _resolve_flavour(state, profile, flavour, userspace)
+                  for flavour in profile.kernels}
     if download:
         everything: dict[str, LockedPackage] = {}
         for locked in result.values():
             everything.update(locked.packages)
         fetch_debs(cache, profile, everything, mirror)
     return LockedProfile(profile.suites, MappingProxyType(result))
+
+
+def resolve_current_flavour(cache: Cache, profile: Profile, flavour: str,
+                            mirror: str | None) -> LockedFlavour:
+    """What ``images update`` would pin for one flavour now, without touching the lock.
+
+    Used when the lock's versions are gone from the archive. The apt lists were refreshed
+    by the failed download just before, so this reads them as they are.
+    """
+    state = AptState(cache.apt_dir(profile.name), resolve_mirror(mirror), profile.suites)
+    with state.locked():
+        state.ensure_updated()
+        return _resolve_flavour(state, profile, flavour, _current_userspace(state, profile))
+
+
+def lock_drift(locked: Mapping[str, LockedPackage], used: Mapping[str, LockedPackage]
+               ) -> dict[str, tuple[str | None, str | None]]:
+    """Package -> (version in the lock, version used) for every package that differs."""
+    return {name: (locked[name].version if name in locked else None,
+                   used[name].version if name in used else None)
+            for name in sorted(set(locked) | set(used))
+            if (locked.get(name) is None) != (used.get(name) is None)
+            or (name in locked and name in used and locked[name].sha256 != used[name].sha256)}
 
 
 def update_lock(lock: LockFile, profiles: Sequence[Profile], cache: Cache, mirror: str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,7 +19,8 @@ import pytest
 from harness.errors import ImageBuildError, KernelUnsuitable, UsageError
 from harness.images import builder, cpio, elfdeps
 from harness.images.kconfig import REQUIRED_OPTIONS
-from harness.images.lockfile import load_lock
+from harness.images.lockfile import LockedFlavour, load_lock
+from harness.images.packages import PinnedVersionGone
 
 
 def fake_bzimage(path: Path, release: str = "7.1.0-rc3+") -> Path:
@@ -261,3 +264,77 @@ def test_missing_package_file_without_network_is_clear(rootfs: Path, cache_dir: 
     monkeypatch.setattr(packages, "resolve_mirror", no_mirror)
     with pytest.raises(ImageBuildError, match="no network in this test"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+
+
+# -- the archive dropped a pinned version (every Debian point release does) ---------------------
+
+
+def _newer(flavour: LockedFlavour, name: str) -> LockedFlavour:
+    """The lock's flavour with ``name`` at a newer version (as the archive has it now)."""
+    old = flavour.packages[name]
+    packages = dict(flavour.packages)
+    packages[name] = dataclasses.replace(old, version=old.version + "+really.newer",
+                                         sha256="ab" * 32)
+    return LockedFlavour(flavour.kernel, MappingProxyType(packages))
+
+
+def _archive_moved_on(calls: list[str], resolves: list[str], gone: str = "libc6") -> Any:
+    """A ``_build`` that fails for plans still pinning the lock's ``gone`` version."""
+    locked = load_lock(builder.lock_file_path()).flavour("trixie", "cloud")
+    fake = _fake_build(calls)
+
+    def build(plan: builder.BuildPlan, cache: Any, mirror: Any, staging: Path,
+              output: Path) -> dict[str, Any]:
+        if plan.packages[gone] == locked.packages[gone]:
+            raise PinnedVersionGone(f"{gone} gone", package=locked.packages[gone])
+        return fake(plan, cache, mirror, staging, output)  # type: ignore[no-any-return]
+
+    def resolve(cache: Any, profile: Any, flavour: str, mirror: Any) -> LockedFlavour:
+        resolves.append(flavour)
+        return _newer(locked, gone)
+
+    return build, resolve
+
+
+def test_a_dropped_pin_falls_back_to_the_current_version_and_says_so(
+        rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    resolves: list[str] = []
+    build, resolve = _archive_moved_on(calls, resolves)
+    monkeypatch.setattr(builder, "_build", build)
+    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+    image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    old = load_lock(builder.lock_file_path()).flavour("trixie", "cloud").packages["libc6"]
+    assert dict(image.lock_drift) == {"libc6": (old.version, old.version + "+really.newer")}
+    assert "libc6" in image.drift_summary() and "packages.lock.json" in image.drift_summary()
+    assert len(calls) == 1 and resolves == ["cloud"]
+    # The fallback is remembered: the next request finds its image without the archive.
+    again = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    assert again.cached and again.directory == image.directory
+    assert again.lock_drift == image.lock_drift
+    assert len(calls) == 1 and resolves == ["cloud"]
+
+
+def test_a_dropped_pin_is_an_error_under_the_strict_policy(
+        rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    resolves: list[str] = []
+    build, resolve = _archive_moved_on(calls, resolves)
+    monkeypatch.setattr(builder, "_build", build)
+    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+    with pytest.raises(ImageBuildError, match=r"libc6 gone .*strict lock"):
+        builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, lock="strict")
+    monkeypatch.setenv(builder.LOCK_ENV, "strict")
+    with pytest.raises(ImageBuildError, match="strict lock"):
+        builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    assert resolves == [] and calls == []
+    monkeypatch.setenv(builder.LOCK_ENV, "loose")
+    with pytest.raises(UsageError, match="KDUMP_HARNESS_LOCK must be one of prefer, strict"):
+        builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+
+
+def test_an_image_that_follows_the_lock_reports_no_drift(
+        rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builder, "_build", _fake_build([]))
+    image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    assert image.lock_drift == {} and image.drift_summary() == ""
