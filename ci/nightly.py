@@ -18,8 +18,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from harness.images import build_image
+from harness.accel import qemu_version
+from harness.images import GuestImage, build_image
 from harness.job import JobSpec, run_job
 from harness.machine import GuestConfig
 from harness.swarm import SwarmSpec, build_plan
@@ -79,10 +81,12 @@ def main() -> int:
     kexec = KEXEC[:1] if args.quick else KEXEC
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    images: dict[str, GuestImage] = {}
+    started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     for cell in (Cell(*c) for c in itertools.product(profiles, shapes, triggers, kexec)):
         if cell.profile == "bookworm" and cell.kexec == "classic":
             continue  # kexec-tools 2.0.25 has no --hotplug, and 6.1 could not use it
-        image = build_image(cell.profile)
+        image = images.setdefault(cell.profile, build_image(cell.profile))
         config = GuestConfig(max_cpus=8, kexec=cell.kexec,
                              memhp_default_state="online" if cell.profile == "bookworm"
                              else "online_movable")
@@ -91,23 +95,62 @@ def main() -> int:
         job = run_job(image, config, spec, args.out / cell.name)
         rows.append({"cell": cell.name, "profile": cell.profile, "shape": cell.shape.name,
                      "trigger": cell.trigger, "kexec": cell.kexec, "result": job.result,
-                     "expected": job.expected, "passed": job.passed,
+                     "expected": job.expected, "passed": job.passed, "accel": job.accel,
+                     "kernel_release": job.kernel_release,
                      "seconds": round(time.monotonic() - started, 1),
+                     "times": {k: v for k, v in job.times.items() if k in PHASES},
                      "trylock_failures": (job.swarm.klog.trylock_failures
                                           if job.swarm and job.swarm.klog else None),
-                     "reason": job.reason.splitlines()[0], "swarm": asdict(cell.shape.swarm)})
+                     "boot_faults": job.boot_faults, "evidence": str(args.out / cell.name),
+                     "reason": job.reason.splitlines()[0] if job.reason else "",
+                     "swarm": asdict(cell.shape.swarm)})
         print(f"{'PASS' if job.passed else 'FAIL'} {cell.name}: {job.result} "
               f"({rows[-1]['seconds']} s)", flush=True)
     (args.out / "report.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    lines = ["# kdump-harness nightly matrix", "",
-             f"{sum(r['passed'] for r in rows)} of {len(rows)} cells passed.", "",
-             "| cell | result | expected | trylock failures | time |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['cell']} | {'✔' if r['passed'] else '✘'} {r['result']} | {r['expected']} | "
-              f"{r['trylock_failures']} | {r['seconds']} s |" for r in rows]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    (args.out / "report.md").write_text(render_markdown(rows, images, started_at))
     print(f"report: {args.out / 'report.md'}")
     return 0 if all(r["passed"] for r in rows) else 1
+
+
+#: The phases a reader compares between cells (seconds; see harness.job).
+PHASES = ("boot_to_kdump_ready", "swarm_settle", "panic_to_capture", "dump_write", "verify")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_markdown(rows: list[dict[str, Any]], images: dict[str, GuestImage],
+                    started_at: str) -> str:
+    """The report people read: what ran, what passed, and for each failure why and where."""
+    passed = sum(r["passed"] for r in rows)
+    accels = sorted({r["accel"] for r in rows if r["accel"]}) or ["?"]
+    lines = ["# kdump-harness nightly matrix", "",
+             f"Started {started_at}; QEMU {'.'.join(map(str, qemu_version()))} "
+             f"({', '.join(accels)}). **{passed} of {len(rows)} cells passed.**", "",
+             "| profile | kernel | image notes |", "|---|---|---|"]
+    for name, image in images.items():
+        notes = image.drift_summary() or "as locked"
+        lines.append(f"| {name} | {image.kernel_release} | {notes} |")
+    lines += ["", "| cell | result | expected | trylock failures | "
+              + " | ".join(PHASES) + " | total |",
+              "|---|---|---|---|" + "---|" * len(PHASES) + "---|"]
+    for r in rows:
+        mark = "✔" if r["passed"] else "✘"
+        phases = " | ".join(_seconds(r["times"].get(k)) for k in PHASES)
+        lines.append(f"| {r['cell']} | {mark} {r['result']} | {r['expected']} | "
+                     f"{r['trylock_failures'] if r['trylock_failures'] is not None else '-'} | "
+                     f"{phases} | {r['seconds']} |")
+    failures = [r for r in rows if not r["passed"]]
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- **{r['cell']}**: {r['result']} (expected {r['expected']}): {r['reason']}  "
+                  f"\n  evidence: `{r['evidence']}`" for r in failures]
+    faults = [(r["cell"], f) for r in rows for f in r["boot_faults"]]
+    if faults:
+        lines += ["", "## Boots tried again (known emulator faults)", ""]
+        lines += [f"- {cell}: {fault}" for cell, fault in faults]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

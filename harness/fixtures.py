@@ -61,6 +61,8 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
         guest = Guest(guest_image(profile, flavour), GuestConfig(**config), workdir)
         guests.append(guest)
         guest.launch()
+        for fault in guest.boot_faults:
+            warnings.warn(f"{workdir}: {fault}", stacklevel=2)
         return guest
 
     try:

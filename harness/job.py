@@ -83,6 +83,8 @@ class JobResult:
     kernel_release: str = ""
     #: package -> (locked, used) when the image could not follow the lock file.
     lock_drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    #: Boot attempts that a known emulator fault ended before the one that ran.
+    boot_faults: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -93,6 +95,7 @@ class JobResult:
             "result": self.result, "expected": self.expected, "passed": self.passed,
             "reason": self.reason, "accel": self.accel, "kernel_release": self.kernel_release,
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
+            "boot_faults": self.boot_faults,
             "times": self.times, "run_dir": str(self.run_dir),
             "capture": self.capture.to_json_dict() if self.capture else None,
             "swarm": self.swarm.to_json_dict() if self.swarm else None,
@@ -110,6 +113,7 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
     try:
         with Guest(image, config, out) as guest:
             job.accel = guest.accel.name
+            job.boot_faults = list(guest.boot_faults)
             job.times.update(boot_to_userspace=guest.times.userspace,
                              kdump_load=guest.times.guest_kdump_load,
                              boot_to_kdump_ready=guest.times.kdump_ready)

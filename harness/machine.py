@@ -26,7 +26,7 @@ from typing import Protocol
 
 from . import accel as accel_mod
 from .cmdline import GiB, GuestKernelOptions, MachineSpec, MiB, qemu_args, render_command
-from .console import Console
+from .console import EMULATOR_FAULTS, Console
 from .errors import (
     BootFailure,
     HarnessError,
@@ -93,6 +93,9 @@ class GuestConfig:
     qemu_args: tuple[str, ...] = ()      # extra QEMU arguments (e.g. a cold-plugged virtio-mem)
     dump_disks: bool = True
     wait_kdump: bool = True
+    #: Boots tried again when one fails with a known emulator fault (TCG only; each failed
+    #: attempt's evidence is kept in ``boot-attempt-N/``; see console.EMULATOR_FAULTS).
+    boot_retries: int = 1
 
     def validate(self) -> None:
         if self.kexec not in KEXEC_MODES:
@@ -104,6 +107,8 @@ class GuestConfig:
             raise UsageError(f"firmware must be qboot or seabios, not {self.firmware!r}")
         if self.memory < 512 * MiB:
             raise UsageError("guest memory below 512M leaves no room for a crashkernel")
+        if self.boot_retries < 0:
+            raise UsageError(f"boot retries must be >= 0, not {self.boot_retries}")
 
 
 @dataclass
@@ -178,6 +183,8 @@ class Guest:
         self.timeouts = Timeouts.for_accel("tcg")
         self.shutdown_kind: str | None = None
         self.kdump_output = ""
+        #: One line per boot attempt that an emulator fault ended (see ``launch``).
+        self.boot_faults: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._sockdir: Path | None = None
         self._launched_at = 0.0
@@ -243,6 +250,12 @@ class Guest:
             f.truncate(self.config.max_memory + self.config.memory + 64 * MiB)
 
     def launch(self) -> None:
+        """Start QEMU and wait until the guest is kdump-ready (``RUNNING``).
+
+        Under TCG a boot that dies of a known emulator fault (``EMULATOR_FAULTS``, never a
+        plain kernel panic) is tried again up to ``config.boot_retries`` times; the failed
+        attempt's evidence moves to ``boot-attempt-N/`` and ``boot_faults`` says why.
+        """
         if self.state is not GuestState.NEW:
             raise HarnessError(f"guest already {self.state.value}; a Guest launches once")
         self.state = GuestState.LAUNCHING
@@ -252,6 +265,57 @@ class Guest:
         self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
                                             self.cache_dir)
         self.timeouts = Timeouts.for_accel(self.accel.name)
+        while True:
+            try:
+                self._launch_once(binary)
+            except BootFailure:
+                fault = self._emulator_fault()
+                if fault is None or len(self.boot_faults) >= self.config.boot_retries:
+                    raise
+                self._set_attempt_aside(fault)
+                continue
+            self.state = GuestState.RUNNING
+            return
+
+    def _emulator_fault(self) -> str | None:
+        """The known emulator fault that ended this boot, if any (TCG only)."""
+        if self.accel.name != "tcg" or not hasattr(self, "console"):
+            return None
+        text = self.console.text()
+        for name, pattern in EMULATOR_FAULTS.items():
+            hit = pattern.search(text)
+            if hit:
+                rip = re.search(r"RIP: \S+:(\S+)", text[hit.start():])
+                return f"{name}" + (f" at {rip.group(1)}" if rip else "")
+        return None
+
+    def _set_attempt_aside(self, fault: str) -> None:
+        """Stop this attempt's QEMU and move its evidence to ``boot-attempt-N/``."""
+        self.kill()
+        for closer in ("ssh", "qmp", "console"):
+            obj = getattr(self, closer, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:
+                    log.debug("closing the failed attempt's %s failed", closer, exc_info=True)
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+        attempt = len(self.boot_faults) + 1
+        aside = self.workdir / f"boot-attempt-{attempt}"
+        aside.mkdir(exist_ok=True)
+        for name in ("console.log", "qemu.log", "qmp.jsonl", "qemu-cmdline.txt"):
+            if (self.workdir / name).exists():
+                (self.workdir / name).rename(aside / name)
+        note = (f"boot attempt {attempt} ended by a known emulator fault ({fault}); "
+                f"evidence in {aside.name}/")
+        (aside / "reason.txt").write_text(note + "\n")
+        log.warning("%s: booting again", note)
+        self.boot_faults.append(note)
+        self.times = PhaseTimes()
+        self._proc = None
+
+    def _launch_once(self, binary: str) -> None:
         # Unix socket paths are limited to 108 bytes: keep them out of deep artifact dirs.
         self._sockdir = Path(tempfile.mkdtemp(prefix="kh-"))
         key = SshKey()
@@ -276,7 +340,6 @@ class Guest:
         self.ssh_port = self._forwarded_ssh_port()
         self.ssh = GuestSsh("127.0.0.1", self.ssh_port, key)
         self._wait_booted()
-        self.state = GuestState.RUNNING
 
     def _accept_channels(self) -> None:
         deadline = time.monotonic() + self.timeouts.qmp_command
@@ -339,7 +402,8 @@ class Guest:
         self.times.kdump_ready = since()
         (self.workdir / "readiness.json").write_text(
             json.dumps({"readiness": self.readiness.values, "times": self.times.as_dict(),
-                        "accel": asdict(self.accel)}, indent=2) + "\n")
+                        "accel": asdict(self.accel), "boot_faults": self.boot_faults},
+                       indent=2) + "\n")
 
     def _kdump_failure_reason(self, rc: int) -> str:
         if not self.readiness.get("crashkernel").strip(","):

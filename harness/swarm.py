@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import hotplug as hp
 from .cmdline import MiB, format_size, parse_size
 from .contention import ContentionInjector, ContentionRun, ContentionSpec
-from .errors import HarnessError, HotplugNotHonoured, LostVMError, UsageError
+from .errors import HarnessError, HotplugNotHonoured, KernelUnsuitable, LostVMError, UsageError
 from .klog import KlogCounts, KlogMarker
 from .topology import MemoryDevice, Topology, TopologyDiff, diff_topology, expect, observe
 
@@ -650,12 +650,25 @@ def compare_actions(original: Sequence[dict[str, Any]],
 
 def resolve_update(requested: str, guest: Guest) -> str:
     """``auto`` -> ``kernel`` where crash hot-plug works (crash_hotplug reads 1), else
-    ``reload``; anything -> ``none`` when no capture kernel is loaded at all."""
+    ``reload``; anything -> ``none`` when no capture kernel is loaded at all.
+
+    Asking for ``kernel`` where the kernel cannot update the loaded image is refused
+    (``KernelUnsuitable``) before anything is plugged: the run would only prove that.
+    """
     if guest.config.kexec == "none":
         return "none"
+    updatable = guest.readiness.get("crash_hotplug_memory").strip()
+    if requested == "kernel" and updatable != "1":
+        why = ("the kernel has no crash hot-plug (no /sys/devices/system/memory/crash_hotplug: "
+               "CONFIG_CRASH_HOTPLUG is unset or the kernel predates 6.6)" if not updatable else
+               f"crash_hotplug reads {updatable}: the loaded image is not kernel-updatable "
+               "(kexec_load without --hotplug?)")
+        raise KernelUnsuitable(f"--update kernel: {why}; use --update reload (what a distro "
+                               "udev rule does) or --update none --expect stale (a negative "
+                               "control)")
     if requested != "auto":
         return requested
-    return "kernel" if guest.readiness.get("crash_hotplug_memory").strip() == "1" else "reload"
+    return "kernel" if updatable == "1" else "reload"
 
 
 def run_swarm(

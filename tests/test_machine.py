@@ -6,7 +6,11 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.machine import Guest, GuestConfig, _parse_readiness
+import pytest
+
+from harness import accel as accel_mod
+from harness.errors import BootFailure
+from harness.machine import Guest, GuestConfig, GuestState, _parse_readiness
 
 
 def guest(tmp_path: Path) -> Guest:
@@ -36,3 +40,68 @@ def test_readiness_report_parsing() -> None:
                              "noise without equals\n")
     assert ready.kdump_loaded and ready.get("release") == "6.12"
     assert ready.get("missing", "x") == "x"
+
+
+INT3_OOPS = """[    1.496] Oops: int3: 0000 [#1] SMP NOPTI
+[    1.497] RIP: 0010:sched_clock_idle_wakeup_event+0x5/0x50
+[    1.498] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+class ScriptedBoots:
+    """Stands in for ``Guest._launch_once``: each call plays the next console text; a text
+    with a panic fails the boot as the real console wait would."""
+
+    def __init__(self, guest: Guest, consoles: list[str]) -> None:
+        self.guest, self.consoles, self.calls = guest, consoles, 0
+
+    def __call__(self, binary: str) -> None:
+        text = self.consoles[self.calls]
+        self.calls += 1
+        for name in ("console.log", "qemu.log", "qmp.jsonl", "qemu-cmdline.txt"):
+            (self.guest.workdir / name).write_text(f"attempt {self.calls}\n{text}")
+        self.guest.console = SimpleNamespace(text=lambda: text, close=lambda: None)  # type: ignore[assignment]
+        if "Kernel panic" in text:
+            raise BootFailure("guest userspace: the guest printed 'Kernel panic' instead")
+
+
+def scripted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, consoles: list[str],
+             accel: str = "tcg", **config: object) -> tuple[Guest, ScriptedBoots]:
+    image = SimpleNamespace(profile="sid", kernel_path=tmp_path / "k",
+                            initrd_path=tmp_path / "i", kernel_release="7.2")
+    g = Guest(image, GuestConfig(**config), tmp_path)  # type: ignore[arg-type]
+    boots = ScriptedBoots(g, consoles)
+    monkeypatch.setattr(accel_mod, "qemu_binary", lambda: "qemu-system-x86_64")
+    monkeypatch.setattr(accel_mod, "qemu_version", lambda binary: (7, 2, 0))
+    monkeypatch.setattr(accel_mod, "choose_accel",
+                        lambda *a: accel_mod.AccelChoice(accel, "test"))
+    monkeypatch.setattr(g, "_launch_once", boots)
+    return g, boots
+
+
+def test_a_boot_killed_by_the_tcg_stale_int3_fault_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g, boots = scripted(tmp_path, monkeypatch, [INT3_OOPS, "HARNESS: ready"])
+    g.launch()
+    assert boots.calls == 2 and g.state is GuestState.RUNNING
+    (fault,) = g.boot_faults
+    assert "stale-int3 at sched_clock_idle_wakeup_event+0x5/0x50" in fault
+    aside = tmp_path / "boot-attempt-1"
+    assert (aside / "console.log").read_text().startswith("attempt 1\n")
+    assert "stale-int3" in (aside / "reason.txt").read_text()
+    assert (tmp_path / "console.log").read_text().startswith("attempt 2\n")
+
+
+@pytest.mark.parametrize(("consoles", "accel", "config", "boots"), [
+    (["[ 1.0] Kernel panic - not syncing: No working init found.\n"], "tcg", {}, 1),
+    ([INT3_OOPS], "kvm", {}, 1),
+    ([INT3_OOPS], "tcg", {"boot_retries": 0}, 1),
+    ([INT3_OOPS, INT3_OOPS], "tcg", {}, 2),
+])
+def test_only_known_emulator_faults_under_tcg_are_retried_and_only_so_often(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, consoles: list[str], accel: str,
+        config: dict[str, object], boots: int) -> None:
+    g, scripted_boots = scripted(tmp_path, monkeypatch, consoles, accel, **config)
+    with pytest.raises(BootFailure):
+        g.launch()
+    assert scripted_boots.calls == boots

@@ -12,7 +12,7 @@ import pytest
 
 from harness.accel import AccelChoice
 from harness.cmdline import GiB, MiB
-from harness.errors import HotplugNotHonoured, LostVMError, QmpError, UsageError
+from harness.errors import HotplugNotHonoured, KernelUnsuitable, LostVMError, QmpError, UsageError
 from harness.machine import GuestConfig, Readiness
 from harness.ssh import CommandResult
 from harness.swarm import (
@@ -27,6 +27,7 @@ from harness.swarm import (
     build_plan,
     compare_actions,
     replay_plan,
+    resolve_update,
     run_swarm,
 )
 from harness.timeouts import Timeouts
@@ -394,3 +395,16 @@ def test_replay_reproduces_the_actions(tmp_path: Path) -> None:
 def _dirs(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+
+
+@pytest.mark.parametrize(("crash_hotplug", "why"), [
+    ("", "no crash hot-plug"), ("0", "crash_hotplug reads 0")])
+def test_kernel_updates_are_refused_where_the_kernel_cannot_do_them(
+        tmp_path: Path, crash_hotplug: str, why: str) -> None:
+    g = guest(tmp_path)
+    g.readiness = Readiness({"block_size": "8000000", "crash_hotplug_memory": crash_hotplug})
+    with pytest.raises(KernelUnsuitable, match=f"--update kernel: .*{why}"):
+        run_swarm(g, build_plan(SwarmSpec(dimms=(256 * MiB,))),
+                  options=SwarmOptions(update="kernel"))
+    assert not g.machine.backends, "refused before anything was plugged"
+    assert resolve_update("auto", g) == "reload"

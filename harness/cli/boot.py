@@ -38,6 +38,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             "accel": guest.accel.name, "accel_reason": guest.accel.reason,
             "readiness": guest.readiness.values, "times": guest.times.as_dict(),
             "image_cached": getattr(image, "cached", None), "run_dir": str(out),
+            "boot_faults": guest.boot_faults,
         }
         if args.json and not args.run:
             print_json(report)
@@ -46,6 +47,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
             print(f"guest booted: {image.profile} {image.kernel_release} "
                   f"({guest.accel.name}: {guest.accel.reason})", file=sys.stderr)
             print(guest.readiness.summary(), file=sys.stderr)
+            for fault in guest.boot_faults:
+                print(f"  note: {fault}", file=sys.stderr)
             t = guest.times
             print(f"  boot to userspace      {fmt_seconds(t.userspace)}\n"
                   f"  boot to SSH            {fmt_seconds(t.ssh_ready)}\n"

@@ -75,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_job(job: JobResult) -> None:
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
+    for fault in job.boot_faults:
+        print(f"note: {fault}")
     if job.lock_drift:
         print(f"note: {len(job.lock_drift)} packages differ from packages.lock.json (the archive "
               "dropped the pinned versions): "

@@ -130,6 +130,8 @@ class GuestImage:
     #: pinned one (empty when the image follows the lock). A property of the request, not
     #: of the image: the same packages make the same image whatever the lock said.
     lock_drift: Drift = field(default_factory=dict)
+    #: Debian package -> SHA256 of the .deb it was built from (``Cache.deb_path`` finds it).
+    debs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def custom_kernel(self) -> bool:
@@ -157,6 +159,7 @@ class GuestImage:
             "config_source": self.config_source, "config_notes": list(self.config_notes),
             "built_at": self.built_at, "sizes": dict(self.sizes),
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
+            "debs": dict(sorted(self.debs.items())),
         }
 
     @classmethod
@@ -183,7 +186,8 @@ class GuestImage:
             key=data["key"], config_source=data.get("config_source"),
             config_notes=tuple(data.get("config_notes", ())),
             built_at=float(data.get("built_at", 0.0)),
-            sizes=MappingProxyType(data.get("sizes", {})))
+            sizes=MappingProxyType(data.get("sizes", {})),
+            debs=MappingProxyType(data.get("debs", {})))
 
 
 def _tuple_map(data: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
@@ -853,4 +857,5 @@ def _assemble(plan: BuildPlan, kernel: _Kernel, groups: Sequence[ResolvedGroup],
         "config_notes": describe_kernel_config(kernel.config) if kernel.config else [],
         "sizes": {"vmlinuz": len(kernel.bzimage), "userspace.cpio": len(userspace),
                   "initrd.cpio": len(userspace) + len(boot)},
+        "debs": {n: p.sha256 for n, p in sorted(plan.packages.items())},
     }
