@@ -8,6 +8,22 @@ Three kinds, each started at a chosen offset from a swarm's first event:
              every hot-plug event in that window fails its trylock.  KNOWLEDGE.md: one
              reload pinned to the ACPI-IRQ CPU ~0.3 s before a 16-DIMM burst made all 32
              block events fail, 4 runs out of 4; pinned elsewhere it only delayed onlining.
+             A fixed head start is at the mercy of the host's load (how long kexec takes
+             to read its files before the syscall): CI saw 0 failures in 2 of 3 suite
+             runs.  So by default (``sync=lock``) the swarm waits for the guest to say the
+             load holds the lock: ``kexec -s -d`` (6.8+) logs ``kexec_file: kernel: ...``
+             from inside ``kexec_file_load``, ~1 s before it lets go; a watcher on
+             /dev/kmsg reports that line, and ``offset`` then counts from it.
+             ``sync=none`` keeps the plain head start (the only way on older kernels or
+             with ``kexec_load``, which logs nothing).
+             Even inside the window, Debian's kernels (voluntary preemption) stall the
+             hot-plug path: onlining memory waits for an RCU grace period
+             (percpu_down_write on mem_hotplug_lock), which kexec_file_load's digest loop,
+             ~0.9 s without a scheduling point, holds up until the syscall is nearly
+             done: measured, 4 of 8 synced runs then saw no failure at all.  Booted with
+             ``preempt=full`` the loop is preemptible and 10 of 10 failed all 32 block
+             events; ``boot_args_for()`` adds it, and a reload on a guest without it
+             says so.
 ``udev``     a udev-like handler for every memory/CPU uevent: it reads ``crash_hotplug``
              and reloads kdump unless it reads 1 (the distro rule: ``ATTRS{crash_hotplug}
              =="1"`` skips the reload).  One failure cascades into reloads; on 6.1, which
@@ -37,6 +53,13 @@ if TYPE_CHECKING:
     from .machine import Guest
 
 KINDS = ("reload", "udev", "readers")
+#: Sources that reload kdump, and so hold the kexec lock.
+RELOADING = ("reload", "udev")
+#: The boot option that makes kexec_file_load's long loop preemptible (see above).
+PREEMPT_FULL = "preempt=full"
+SYNCS = ("lock", "none")
+#: What the reload script prints once the kexec lock is seen held (see the module doc).
+LOCKED_MARK = "HARNESS-LOCKED"
 #: The interrupt line QEMU's q35 ACPI SCI uses (hot-plug GPEs arrive on it).
 ACPI_IRQ = 9
 DIR = "/run/harness/contention"
@@ -49,17 +72,28 @@ class ContentionSpec:
     ``cpu``: guest CPU to pin to (``None``: the ACPI-IRQ CPU for ``reload``, unpinned for
     the others).  ``offset``: seconds from the swarm's first event, negative for before.
     ``count``: reloads back to back (``reload``) or concurrent readers (``readers``).
+    ``sync``: ``lock`` (``reload`` only, its default): the reload starts at once and the
+    swarm ``max(offset, 0)`` seconds after the guest reports that the first load holds
+    the kexec lock; ``none``: the reload starts ``offset`` seconds from the swarm.
     """
 
     kind: str
     cpu: int | None = None
     offset: float = -0.3
     count: int = 1
+    sync: str = ""          # "" -> "lock" for reload, "none" otherwise
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UsageError(f"contention kind must be one of {', '.join(KINDS)}, "
                              f"not {self.kind!r}")
+        if not self.sync:
+            object.__setattr__(self, "sync", "lock" if self.kind == "reload" else "none")
+        if self.sync not in SYNCS:
+            raise UsageError(f"contention {self.kind}: sync must be one of "
+                             f"{', '.join(SYNCS)}, not {self.sync!r}")
+        if self.sync == "lock" and self.kind != "reload":
+            raise UsageError(f"contention {self.kind}: only reload can sync on the kexec lock")
         if self.count < 1:
             raise UsageError(f"contention {self.kind}: count must be at least 1")
         if self.cpu is not None and self.cpu < 0:
@@ -67,7 +101,13 @@ class ContentionSpec:
 
     def label(self) -> str:
         cpu = "acpi-irq" if self.cpu is None and self.kind == "reload" else self.cpu
-        return f"{self.kind}(cpu={cpu}, offset={self.offset:+.2f} s, count={self.count})"
+        when = (f"swarm {max(self.offset, 0.0):+.2f} s after the lock is held" if self.synced
+                else f"offset={self.offset:+.2f} s")
+        return f"{self.kind}(cpu={cpu}, {when}, count={self.count})"
+
+    @property
+    def synced(self) -> bool:
+        return self.sync == "lock"
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,11 +115,21 @@ class ContentionSpec:
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> ContentionSpec:
         return cls(kind=str(d["kind"]), cpu=d.get("cpu"), offset=float(d.get("offset", -0.3)),
-                   count=int(d.get("count", 1)))
+                   count=int(d.get("count", 1)), sync=str(d.get("sync", "")))
+
+
+def boot_args_for(specs: Sequence[ContentionSpec], kernel_args: Sequence[str] = ()
+                  ) -> tuple[str, ...]:
+    """Kernel command line words a guest needs for ``specs`` (unless the user chose a
+    preemption model in ``kernel_args`` already)."""
+    if any(s.kind in RELOADING for s in specs) and not any(
+            a.startswith("preempt=") for a in kernel_args):
+        return (PREEMPT_FULL,)
+    return ()
 
 
 def parse_contention(text: str) -> ContentionSpec:
-    """``reload``, ``reload:cpu=1,offset=-0.3,count=2``, ``readers:count=8``, ``udev``."""
+    """``reload``, ``reload:cpu=1,offset=-0.3,count=2,sync=none``, ``readers:count=8``."""
     kind, _, rest = text.partition(":")
     spec = ContentionSpec(kind.strip())
     for item in filter(None, (p.strip() for p in rest.split(","))):
@@ -93,9 +143,11 @@ def parse_contention(text: str) -> ContentionSpec:
                 spec = replace(spec, offset=float(value))
             elif key == "count":
                 spec = replace(spec, count=int(value))
+            elif key == "sync":
+                spec = replace(spec, sync=value)
             else:
                 raise UsageError(f"unknown contention option {key!r} in {text!r} "
-                                 "(cpu, offset, count)")
+                                 "(cpu, offset, count, sync)")
         except ValueError:
             raise UsageError(f"contention option {item!r} in {text!r} is not a number") from None
     return spec
@@ -130,13 +182,31 @@ def irq_cpu(interrupts: str, irq: int = ACPI_IRQ, effective: str = "") -> int:
 # -- guest-side scripts (busybox ash) ------------------------------------------------------
 
 _RELOAD_SCRIPT = f"""\
-# reload COUNT MODE TAG: COUNT kdump reloads back to back, each timed (guest uptime).
+# reload COUNT MODE TAG SYNC: COUNT kdump reloads back to back, each timed (guest uptime).
+# SYNC=lock: print {LOCKED_MARK} once the first load is inside kexec_file_load, where
+# kexec -d makes 6.8+ log "kexec_file: kernel: ..." with the kexec lock held; the watcher
+# reads /dev/kmsg from our own start line on, so older lines cannot fool it.
 i=0
+watcher=
 while [ $i -lt "$1" ]; do
     i=$((i+1))
+    if [ $i = 1 ] && [ "$4" = lock ]; then
+        start="harness-contention: reload $3 starts $$"
+        echo "$start" > /dev/kmsg
+        # busybox awk cannot read /dev/kmsg itself (EINVAL: its reads are smaller than a
+        # record), so cat feeds it; the cat's PID is kept to end it afterwards.  Both may
+        # run on any CPU: on the reload's own CPU they would wait for kexec_file_load,
+        # which does not yield, to finish.
+        any=$(cat /sys/devices/system/cpu/online)
+        ( taskset -c "$any" cat /dev/kmsg & echo $! > {DIR}/kmsg-$3.pid; wait ) |
+            taskset -c "$any" awk -v start="$start" 'index($0, start) {{ seen = 1; next }}
+                seen && /kexec_file: kernel:/ {{ print "{LOCKED_MARK}"; fflush(); exit }}' &
+        watcher=$!
+    fi
     s=$(cut -d' ' -f1 /proc/uptime)
     /harness/kdump-load "$2" > {DIR}/reload-$3.$i.out 2>&1
     rc=$?
+    [ -n "$watcher" ] && {{ kill $(cat {DIR}/kmsg-$3.pid) $watcher 2>/dev/null; watcher=; }}
     echo "reload $i start=$s end=$(cut -d' ' -f1 /proc/uptime) rc=$rc" >> {DIR}/reload-$3.log
 done
 """
@@ -211,7 +281,7 @@ def start_command(spec: ContentionSpec, cpu: int | None, kexec_mode: str, tag: i
     """
     pin = f"taskset -c {cpu} " if cpu is not None else ""
     if spec.kind == "reload":
-        return f"{pin}sh {DIR}/reload.sh {spec.count} {kexec_mode} {tag}"
+        return f"{pin}sh {DIR}/reload.sh {spec.count} {kexec_mode} {tag} {spec.sync}"
     if spec.kind == "udev":
         return f"sh {DIR}/udev-start.sh {kexec_mode}"
     starts = " ".join(f"{pin}sh {DIR}/reader.sh {tag}-{i} > /dev/null 2>&1 &"
@@ -239,6 +309,11 @@ class ContentionRun:
     coalesced: int = 0                      # udev: reload requests absorbed by a queued one
     reads: int = 0                          # readers: total reads
     via: str = ""                           # udev: "helper" or "uevent"
+    #: sync=lock: host seconds from the start to the guest reporting the lock held
+    #: (None: it never did, and the swarm fell back to the plain head start).
+    lock_seen_after: float | None = None
+    #: Something that makes this run weaker than it could be (not an error).
+    note: str | None = None
     error: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -253,11 +328,16 @@ class ContentionRun:
         if self.spec.kind == "reload" or self.reloads:
             failed = sum(1 for r in self.reloads if r.get("rc"))
             text += f", {len(self.reloads)} reloads ({failed} failed)"
+        if self.spec.synced:
+            text += (f", lock held {self.lock_seen_after:.2f} s after start"
+                     if self.lock_seen_after is not None else ", lock never seen held")
         if self.spec.kind == "udev":
             text += (f" via {self.via or '?'}, {self.events} events, {self.zero_reads} not-1 "
                      f"reads, {self.coalesced} coalesced")
         if self.spec.kind == "readers":
             text += f", {self.reads} reads"
+        if self.note:
+            text += f"; note: {self.note}"
         if self.error:
             text += f"; error: {self.error}"
         return text
@@ -313,18 +393,35 @@ class ContentionInjector:
         self._channels: list[tuple[ContentionRun, paramiko.Channel]] = []
         self._lock = threading.Lock()
         self._t0: float | None = None
+        self._started: dict[int, float] = {}     # id(run) -> host monotonic start
         self.acpi_cpu: int | None = None
         self.prepared = False
         self.stopped = False
 
     @property
     def lead(self) -> float:
-        """Seconds before the swarm's first event that the earliest source must start."""
-        return max([0.0] + [-s.offset for s in self.specs])
+        """Seconds before the swarm's first event that the earliest timed source starts."""
+        return max([0.0] + [-s.offset for s in self.specs if not s.synced])
+
+    @property
+    def synced(self) -> bool:
+        """Whether the swarm must ``wait_synced()`` before its first event."""
+        return any(s.synced for s in self.specs)
+
+    @property
+    def sync_delay(self) -> float:
+        """Seconds from the lock being seen held to the swarm's first event."""
+        return max([0.0] + [max(s.offset, 0.0) for s in self.specs if s.synced])
 
     def prepare(self) -> None:
         """Install the guest scripts and resolve the CPUs to pin to (one SSH command each)."""
-        self.guest.run(install_command(), check=True)
+        cmdline = self.guest.run(f"{install_command()}\ncat /proc/cmdline", check=True).stdout
+        if PREEMPT_FULL not in cmdline.split():
+            for run in self.runs:
+                if run.spec.kind in RELOADING:
+                    run.note = (f"the guest was not booted with {PREEMPT_FULL}: hot-plug "
+                                "work stalls on RCU while kexec_file_load computes its "
+                                "digest, so only part of the lock window counts")
         if any(s.kind == "reload" and s.cpu is None for s in self.specs):
             out = self.guest.run(f"cat /proc/irq/{ACPI_IRQ}/effective_affinity_list "
                                  f"2>/dev/null; echo @@; cat /proc/interrupts", check=True).stdout
@@ -341,7 +438,8 @@ class ContentionInjector:
             self.prepare()
         self._t0 = t0
         for run in self.runs:
-            delay = max(0.0, t0 + run.spec.offset - time.monotonic())
+            at = time.monotonic() if run.spec.synced else t0 + run.spec.offset
+            delay = max(0.0, at - time.monotonic())
             timer = threading.Timer(delay, self._start, args=(run,))
             timer.daemon = True
             self._timers.append(timer)
@@ -356,10 +454,53 @@ class ContentionInjector:
         except Exception as exc:
             run.error = f"could not start: {exc}"
             return
+        started = time.monotonic()
         with self._lock:
             self._channels.append((run, chan))
+            self._started[id(run)] = started
         if self._t0 is not None:
-            run.started_at = time.monotonic() - self._t0
+            run.started_at = started - self._t0
+
+    def _channel(self, run: ContentionRun) -> paramiko.Channel | None:
+        with self._lock:
+            return next((c for r, c in self._channels if r is run), None)
+
+    def wait_synced(self, timeout: float) -> None:
+        """Block until each ``sync=lock`` reload reports the kexec lock held (bounded).
+
+        A reload that ends, or a deadline that passes, without the report is noted in its
+        ``error`` and the swarm goes ahead: on kernels before 6.8, or with ``kexec_load``,
+        nothing is logged from inside the syscall (use ``sync=none`` there).
+        """
+        deadline = time.monotonic() + timeout
+        for run in (r for r in self.runs if r.spec.synced):
+            received = b""
+            while time.monotonic() < deadline and run.error is None:
+                chan = self._channel(run)
+                if chan is None:
+                    time.sleep(0.005)        # its timer has not fired yet
+                    continue
+                if chan.recv_ready():
+                    received += chan.recv(4096)
+                    if LOCKED_MARK.encode() in received:
+                        run.lock_seen_after = time.monotonic() - self._started[id(run)]
+                        break
+                elif chan.exit_status_ready():
+                    break
+                else:
+                    time.sleep(0.005)
+            if run.lock_seen_after is None:
+                run.error = run.error or (
+                    "the reload never reported holding the kexec lock (sync=lock needs "
+                    "kexec_file_load on Linux 6.8+, whose kexec -d logs from inside the "
+                    "syscall; use sync=none otherwise); the swarm went ahead without it")
+
+    def rebase(self, t0: float) -> None:
+        """The swarm really started at ``t0``: express start times relative to it."""
+        self._t0 = t0
+        with self._lock:
+            for run, _ in self._channels:
+                run.started_at = self._started[id(run)] - t0
 
     def stop(self, timeout: float | None = None) -> list[ContentionRun]:
         """End every source and collect its log; waits at most ``timeout`` for reloads."""

@@ -849,10 +849,16 @@ class _Runner:
     def _run_phases(self, events: EventWaiter) -> bool:
         lead = self.injector.lead if self.injector else 0.0
         t0 = time.monotonic() + lead
-        self.transcript.t0 = t0
-        self.transcript.wall0 = time.time() + lead
         if self.injector is not None:
             self.injector.schedule(t0)
+            if self.injector.synced:
+                # The first event waits for the guest to hold the kexec lock (see
+                # contention.py): a fixed head start depends on the host's load.
+                self.injector.wait_synced(self.guest.timeouts.kdump_load)
+                t0 = max(t0, time.monotonic() + self.injector.sync_delay)
+                self.injector.rebase(t0)
+        self.transcript.t0 = t0
+        self.transcript.wall0 = time.time() + (t0 - time.monotonic())
         self._wait_until(t0, events)
         total = len(self.plan.events)
         for phase_events in self.plan.phases:

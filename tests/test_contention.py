@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from harness.contention import (
+    LOCKED_MARK,
+    ContentionInjector,
     ContentionSpec,
+    boot_args_for,
     install_command,
     irq_cpu,
     parse_contention,
@@ -30,11 +36,16 @@ def test_parse_contention() -> None:
         "reload", cpu=1, offset=-0.5, count=2)
     assert parse_contention("readers:count=8").count == 8
     assert parse_contention("reload:cpu=irq").cpu is None
+    assert parse_contention("reload").sync == "lock", "reloads sync on the kexec lock"
+    assert parse_contention("reload:sync=none").sync == "none"
+    assert parse_contention("udev").sync == "none"
 
 
 @pytest.mark.parametrize("text,message", [
     ("storm", "must be one of"), ("reload:cpu", "key=value"), ("reload:speed=3", "unknown"),
     ("readers:count=x", "not a number"), ("readers:count=0", "at least 1"),
+    ("reload:sync=later", "sync must be one of lock, none"),
+    ("readers:sync=lock", "only reload can sync"),
 ])
 def test_parse_contention_rejects(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -54,7 +65,10 @@ def test_irq_cpu() -> None:
 def test_spec_round_trip_and_label() -> None:
     spec = ContentionSpec("reload", offset=-0.3)
     assert ContentionSpec.from_json_dict(spec.to_json_dict()) == spec
-    assert spec.label() == "reload(cpu=acpi-irq, offset=-0.30 s, count=1)"
+    assert spec.label() == "reload(cpu=acpi-irq, swarm +0.00 s after the lock is held, count=1)"
+    timed = ContentionSpec("reload", offset=-0.3, sync="none")
+    assert ContentionSpec.from_json_dict(timed.to_json_dict()) == timed
+    assert timed.label() == "reload(cpu=acpi-irq, offset=-0.30 s, count=1)"
 
 
 def test_scripts_and_start_commands() -> None:
@@ -63,7 +77,7 @@ def test_scripts_and_start_commands() -> None:
         assert f"/run/harness/contention/{name} <<'HARNESS_EOF'" in install
     assert install.count("\nHARNESS_EOF\n") == 5
     assert start_command(ContentionSpec("reload", count=2), 1, "file", 0) == (
-        "taskset -c 1 sh /run/harness/contention/reload.sh 2 file 0")
+        "taskset -c 1 sh /run/harness/contention/reload.sh 2 file 0 lock")
     readers = start_command(ContentionSpec("readers", count=2), None, "file", 3)
     assert readers.count("reader.sh 3-") == 2 and "taskset" not in readers
     assert "udev-start.sh classic" in start_command(ContentionSpec("udev"), None, "classic")
@@ -82,3 +96,79 @@ def test_parse_logs() -> None:
         "garbage\n")
     assert (events, zero, coalesced) == (4, 3, 1)
     assert udev_reloads == [{"at": 5.2, "rc": 0}, {"at": 5.3, "rc": 0}]
+
+
+class FakeChannel:
+    """A paramiko channel that yields ``chunks`` and then exits."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv_ready(self) -> bool:
+        return bool(self.chunks)
+
+    def recv(self, size: int) -> bytes:
+        return self.chunks.pop(0)
+
+    def exit_status_ready(self) -> bool:
+        return not self.chunks
+
+    def close(self) -> None:
+        pass
+
+
+def injector_with(chunks: list[bytes], spec: ContentionSpec) -> ContentionInjector:
+    guest = SimpleNamespace(config=SimpleNamespace(kexec="file"),
+                            timeouts=SimpleNamespace(command=5.0),
+                            ssh=SimpleNamespace(start=lambda command, timeout: FakeChannel(chunks)))
+    injector = ContentionInjector(guest, [spec])  # type: ignore[arg-type]
+    injector.prepared = True
+    return injector
+
+
+def test_a_synced_reload_starts_at_once_and_the_swarm_waits_for_the_lock() -> None:
+    injector = injector_with([b"noise\n", f"{LOCKED_MARK}\n".encode()],
+                             ContentionSpec("reload", cpu=1, offset=0.25))
+    assert injector.synced and injector.lead == 0.0 and injector.sync_delay == 0.25
+    injector.schedule(time.monotonic() + 60)   # a timed source would wait a minute
+    injector.wait_synced(timeout=5)
+    (run,) = injector.runs
+    assert run.lock_seen_after is not None and run.error is None
+    t0 = time.monotonic()
+    injector.rebase(t0)
+    assert run.started_at is not None and run.started_at <= 0
+    assert "lock held" in run.summary()
+
+
+def test_a_reload_that_never_holds_the_lock_is_reported_not_waited_for() -> None:
+    injector = injector_with([b"kexec: no -d on this kernel\n"], ContentionSpec("reload"))
+    injector.schedule(time.monotonic())
+    started = time.monotonic()
+    injector.wait_synced(timeout=5)
+    (run,) = injector.runs
+    assert time.monotonic() - started < 2, "the reload's exit ends the wait"
+    assert run.lock_seen_after is None
+    assert run.error is not None and "sync=none" in run.error
+    assert "lock never seen held" in run.summary()
+
+
+def test_reloading_sources_ask_for_a_preemptible_kernel_unless_one_was_chosen() -> None:
+    assert boot_args_for([ContentionSpec("reload")]) == ("preempt=full",)
+    assert boot_args_for([ContentionSpec("udev")]) == ("preempt=full",)
+    assert boot_args_for([ContentionSpec("readers")]) == ()
+    assert boot_args_for([ContentionSpec("reload")], ("preempt=voluntary",)) == ()
+
+
+def test_a_reload_on_a_guest_without_full_preemption_is_noted() -> None:
+    injector = injector_with([], ContentionSpec("reload", cpu=1))
+    commands: list[str] = []
+
+    def run(command: str, check: bool = False) -> SimpleNamespace:
+        commands.append(command)
+        return SimpleNamespace(stdout="console=ttyS0 quiet crashkernel=256M\n")
+
+    injector.guest.run = run  # type: ignore[attr-defined]
+    injector.prepare()
+    (run_,) = injector.runs
+    assert run_.note is not None and "preempt=full" in run_.note
+    assert "note: the guest was not booted with preempt=full" in run_.summary()

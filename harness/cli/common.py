@@ -58,8 +58,10 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
-    """Build a validated ``GuestConfig`` from parsed options."""
+def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...] = (),
+                 **overrides: Any) -> GuestConfig:
+    """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
+    then ``extra_kernel_args``)."""
     capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))
     if capture not in CAPTURE_MODES:
         raise UsageError(f"--mode must be one of {', '.join(CAPTURE_MODES)}")
@@ -69,7 +71,7 @@ def guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
         crashkernel=args.crashkernel, kexec=args.kexec,
         kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=args.accel,
         memhp_default_state=args.memhp_default_state or None,
-        kernel_args=tuple(args.append), **overrides)
+        kernel_args=(*args.append, *extra_kernel_args), **overrides)
     cfg.validate()
     return cfg
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..cmdline import format_size, parse_size
 from ..contention import KINDS as CONTENTION_KINDS
-from ..contention import parse_contention
+from ..contention import boot_args_for, parse_contention
 from ..errors import UsageError
 from ..hotplug import virtio_mem_qemu_args
 from ..machine import Guest, GuestConfig
@@ -63,10 +63,12 @@ To run a recorded swarm again on a fresh guest: kdump-harness swarm replay TRANS
 (options for the replay go after TRANSCRIPT.json)."""
 
 CONTENTION_HELP = (
-    "contention during the swarm, repeatable: KIND[:cpu=N,offset=S,count=N] with KIND one of "
-    f"{', '.join(CONTENTION_KINDS)}; reload = kdump reloads pinned to the ACPI-IRQ CPU "
-    "0.3 s before the swarm (reproduces the trylock failure), udev = a udev-like handler "
-    "reloading kdump when crash_hotplug does not read 1, readers = crash_hotplug readers")
+    "contention during the swarm, repeatable: KIND[:cpu=N,offset=S,count=N,sync=lock|none] "
+    f"with KIND one of {', '.join(CONTENTION_KINDS)}; reload = a kdump reload pinned to the "
+    "ACPI-IRQ CPU, the swarm starting once the guest reports that kexec_file_load holds the "
+    "kexec lock (sync=none: OFFSET seconds after it starts; reproduces the trylock "
+    "failure; the guest boots with preempt=full), udev = a udev-like handler reloading "
+    "kdump when crash_hotplug does not read 1, readers = crash_hotplug readers")
 
 
 def add_swarm_options(p: argparse.ArgumentParser, *, dimms: str, add_cpus: int) -> None:
@@ -167,7 +169,10 @@ def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfi
                          f"--maxcpus {args.maxcpus}")
     region = _virtio_mem_region(args)
     qemu_args = virtio_mem_qemu_args("vmem0", region) if region else ()
-    return guest_config(args, qemu_args=qemu_args, **overrides)
+    # Reload contention needs a preemptible kexec_file_load (contention.py says why).
+    contention = [parse_contention(c) for c in args.contention]
+    return guest_config(args, qemu_args=qemu_args,
+                        extra_kernel_args=boot_args_for(contention, args.append), **overrides)
 
 
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
