@@ -2,6 +2,11 @@
 # Install what the harness needs on a Debian/Ubuntu host: QEMU, the tools the image
 # builder calls, and the Python package itself in a virtual environment (.venv: Debian's
 # own Python refuses system-wide pip installs, PEP 668).
+#
+# QEMU: bookworm's own 7.2 aborts ("double free or corruption") after vCPU unplugs, so on
+# a bookworm host whose QEMU is older than 8 this installs qemu-system-x86 from
+# bookworm-backports (10.0), adding that suite from the mirror the host's apt already
+# uses. KDUMP_HARNESS_QEMU=distro keeps the distribution's default QEMU instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +33,19 @@ PY
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+
+qemu_major() { qemu-system-x86_64 --version | head -1 | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
+codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
+if [[ $codename == bookworm && ${KDUMP_HARNESS_QEMU:-backports} != distro ]] \
+        && (( $(qemu_major) < 8 )); then
+    # The mirror comes from the host's own apt configuration (or KDUMP_HARNESS_MIRROR).
+    mirror=$(.venv/bin/python -c 'from harness.images.apt import resolve_mirror; print(resolve_mirror(None))')
+    list=/etc/apt/sources.list.d/kdump-harness-bookworm-backports.sources
+    echo "setup-host: QEMU $(qemu_major).x aborts after vCPU unplugs; installing QEMU from bookworm-backports ($list)"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" | $SUDO tee "$list" >/dev/null
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports qemu-system-x86
+fi
 echo "setup-host: ready ($(qemu-system-x86_64 --version | head -1)); commands in .venv/bin"

@@ -55,11 +55,16 @@ def qemu_version(binary: str | None = None) -> tuple[int, int, int]:
 
 
 def _cache_file(cache_dir: Path) -> Path:
+    """The probe's verdict holds until the host reboots or QEMU changes."""
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot_id = "unknown"
-    return cache_dir / f"accel-{boot_id}.json"
+    try:
+        qemu = os.stat(qemu_binary()).st_mtime_ns
+    except (OSError, HostError):
+        qemu = 0
+    return cache_dir / f"accel-{boot_id}-{qemu}.json"
 
 
 def probe_kvm(kernel: Path, timeout: float = 20.0) -> tuple[bool, str]:

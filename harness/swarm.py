@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import hotplug as hp
+from .accel import qemu_version
 from .cmdline import MiB, format_size, parse_size
 from .contention import ContentionInjector, ContentionRun, ContentionSpec
 from .errors import HarnessError, HotplugNotHonoured, KernelUnsuitable, LostVMError, UsageError
@@ -45,6 +46,9 @@ TRANSCRIPT_FORMAT = "kdump-harness-swarm-transcript"
 TRANSCRIPT_VERSION = 1
 
 #: How the kdump image is kept current after hot-plug.
+#: QEMU 7.2 (Debian bookworm) aborts after vCPU unplugs; 10.0 (bookworm-backports) does not.
+QEMU_SURVIVES_CPU_UNPLUG = (8, 0, 0)
+
 UPDATE_STRATEGIES = ("auto", "kernel", "reload", "reload-each", "none")
 UPDATE_HELP = ("how the kdump image follows hot-plug: kernel (crash hot-plug, 6.6+), reload "
                "(reload kdump after each phase settles, as a distro's udev rule ends up "
@@ -824,6 +828,11 @@ class _Runner:
                                      f"{format_size(dev.region_size)}")
         if self.plan.count(Action.RESIZE_VIRTIO_MEM):
             hp.ensure_virtio_mem_driver(self.guest)
+        if self.plan.count(Action.UNPLUG_CPU) and qemu_version() < QEMU_SURVIVES_CPU_UNPLUG:
+            self.result.warnings.append(
+                "QEMU older than 8 aborts (\"double free or corruption\") after vCPU unplugs, "
+                "during the swarm or by the time a capture kernel boots: expect a harness "
+                "error (bash ci/setup-host.sh installs QEMU 10 from bookworm-backports)")
         baseline = observe(self.guest, crash_hotplug=False)
         self.baseline_present = baseline.cpus_present
         self.transcript.add("observation", what="baseline", topology=baseline.to_json_dict())

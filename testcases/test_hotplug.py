@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.accel import qemu_version
 from harness.cmdline import GiB, MiB
 from harness.contention import ContentionSpec, boot_args_for
 from harness.hotplug import virtio_mem_qemu_args
 from harness.machine import Guest
 from harness.swarm import (
+    QEMU_SURVIVES_CPU_UNPLUG,
     Action,
     SwarmSpec,
     SwarmTranscript,
@@ -118,3 +120,22 @@ def test_bookworm_burst_settles_with_reload_updates(make_guest: MakeGuest) -> No
     assert result.observed is not None and result.observed.crash_hotplug_memory is None
     assert result.observed.cpus_online == tuple(range(8))
     assert plan.count(Action.PLUG_DIMM) == 16
+
+
+@pytest.mark.profile("trixie")
+@pytest.mark.skipif(qemu_version() < QEMU_SURVIVES_CPU_UNPLUG,
+                    reason="QEMU 7.2 aborts after vCPU unplugs: run `bash ci/setup-host.sh` "
+                           "(QEMU 10 from bookworm-backports) to run this test")
+def test_vcpus_unplug_and_stay_offline_when_asked(make_guest: MakeGuest) -> None:
+    guest = make_guest("trixie")
+    # Three vCPUs in, two of them (drawn by the seed) out again: the guest's masks follow.
+    out = run_swarm(guest, build_plan(SwarmSpec(cpus=3, unplug_cpus=2, seed=5)))
+    out.check()
+    assert out.observed is not None and out.diff is not None and out.diff.ok
+    assert len(out.observed.cpus_online) == 3 and 0 in out.observed.cpus_online
+    assert out.observed.cpus_present == out.observed.cpus_online
+    # A vCPU plugged with onlining left to the test stays present but offline.
+    kept = run_swarm(guest, build_plan(SwarmSpec(cpus=1, online_cpus=False, prefix="off-")))
+    kept.check()
+    assert kept.observed is not None
+    assert len(kept.observed.cpus_present) == 4 and len(kept.observed.cpus_online) == 3
