@@ -13,8 +13,15 @@ cd "$(dirname "$0")/.."
 SUDO=
 [[ $(id -u) -eq 0 ]] || SUDO=sudo
 command -v apt-get >/dev/null || { echo "setup-host: apt-get is required (Debian/Ubuntu host)"; exit 1; }
+qemu_major() { qemu-system-x86_64 --version 2>/dev/null | head -1 | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
+codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
+backports=
+if [[ $codename == bookworm && ${KDUMP_HARNESS_QEMU:-backports} != distro ]] \
+        && (( $(qemu_major || true) + 0 < 8 )); then
+    backports=yes
+fi
 need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[[ -n $backports ]] || command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v zstd >/dev/null || need+=(zstd)
@@ -34,14 +41,11 @@ PY
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-qemu_major() { qemu-system-x86_64 --version | head -1 | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
-codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
-if [[ $codename == bookworm && ${KDUMP_HARNESS_QEMU:-backports} != distro ]] \
-        && (( $(qemu_major) < 8 )); then
+if [[ -n $backports ]]; then
     # The mirror comes from the host's own apt configuration (or KDUMP_HARNESS_MIRROR).
     mirror=$(.venv/bin/python -c 'from harness.images.apt import resolve_mirror; print(resolve_mirror(None))')
     list=/etc/apt/sources.list.d/kdump-harness-bookworm-backports.sources
-    echo "setup-host: QEMU $(qemu_major).x aborts after vCPU unplugs; installing QEMU from bookworm-backports ($list)"
+    echo "setup-host: bookworm's QEMU 7.2 aborts after vCPU unplugs; installing QEMU from bookworm-backports ($list)"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
         "$mirror" | $SUDO tee "$list" >/dev/null
     $SUDO apt-get update -q
