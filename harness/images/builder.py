@@ -444,13 +444,12 @@ def build_image(profile: str, *, flavour: str = "cloud", kernel: Path | None = N
     # One lock for the lock file's plan and its fallback: the archive is asked once.
     with cache.lock(plan.key):
         fallback = fallback_plan()
+        if fallback is not None:
+            try:
+                return _build_fallback(fallback, cache, mirror, rebuild, requested_at)
+            except PinnedVersionGone:
+                pass  # the archive moved again: start over from the lock file
         try:
-            if fallback is not None:
-                try:
-                    return _with_drift(_build_locked(fallback, cache, mirror, rebuild,
-                                                     requested_at), fallback)
-                except PinnedVersionGone:
-                    pass  # the archive moved again: start over from the lock file
             return _build_locked(plan, cache, mirror, rebuild, requested_at)
         except PinnedVersionGone as gone:
             if policy == "strict":
@@ -465,9 +464,14 @@ def build_image(profile: str, *, flavour: str = "cloud", kernel: Path | None = N
                         "update` re-pins them)", plan.profile.name, plan.flavour,
                         gone.package.name, gone.package.version, lock_file_path().name,
                         len(fallback.drift))
-            with cache.lock(fallback.key):
-                return _with_drift(_build_locked(fallback, cache, mirror, rebuild,
-                                                 requested_at), fallback)
+            return _build_fallback(fallback, cache, mirror, rebuild, requested_at)
+
+
+def _build_fallback(plan: BuildPlan, cache: Cache, mirror: str | None, rebuild: bool,
+                    requested_at: float) -> GuestImage:
+    """Build a fallback plan (under its own lock too) and mark how it differs."""
+    with cache.lock(plan.key):
+        return _with_drift(_build_locked(plan, cache, mirror, rebuild, requested_at), plan)
 
 
 def _with_drift(image: GuestImage, plan: BuildPlan) -> GuestImage:
