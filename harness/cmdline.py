@@ -77,11 +77,7 @@ class MachineSpec:
 #: per-cpu fast path (this_cpu_cmpxchg16b) then double-faults or GPFs in __kmalloc during
 #: early boot of Linux 6.12 -- measured here in 8 of 41 boots, single- and multi-threaded
 #: TCG alike.  Without CX16 the kernel takes SLUB's locked slow path: 0 of 14 crashed.
-#: QEMU 10 reports ``max`` as family 6 model 6, for which Linux does not set REP_GOOD and
-#: clears pages with an unrolled loop instead of ``rep stosq``: under TCG that made
-#: mem_init 0.22 s instead of 0.034 s.  The family/model QEMU 7.2 reported bring it back
-#: (trixie boot to kdump-ready, median of 10: 4.37 s -> 4.24 s; 7.2 itself 4.11 s).
-TCG_CPU_FIXES = ",cx16=off,family=15,model=107,stepping=1"
+TCG_CPU_FIXES = ",cx16=off"
 
 
 def _cpu_args(spec: MachineSpec) -> list[str]:

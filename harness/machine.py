@@ -69,6 +69,7 @@ class GuestState(enum.Enum):
 
 KEXEC_MODES = ("file", "classic", "none")
 CAPTURE_MODES = ("headers", "elf", "compressed", "full")
+KERNEL_ENTRIES = ("auto", "bzimage")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class GuestConfig:
     memhp_default_state: str | None = "online_movable"
     accel: str = "auto"
     firmware: str = "qboot"              # qboot | seabios
+    #: auto: the image's uncompressed vmlinux through its PVH entry when it has one (no
+    #: emulated decompressor: ~0.6 s less per TCG boot), else the bzImage; bzimage: always
+    #: the bzImage and its own decompressor, as a bootloader would start it.
+    kernel_entry: str = "auto"
     crash_debug: bool = True
     kernel_args: tuple[str, ...] = ()
     capture_args: tuple[str, ...] = ()   # extra capture-kernel command line words
@@ -105,6 +110,9 @@ class GuestConfig:
                              f"not {self.capture_mode!r}")
         if self.firmware not in ("qboot", "seabios"):
             raise UsageError(f"firmware must be qboot or seabios, not {self.firmware!r}")
+        if self.kernel_entry not in KERNEL_ENTRIES:
+            raise UsageError(f"kernel entry must be one of {', '.join(KERNEL_ENTRIES)}, "
+                             f"not {self.kernel_entry!r}")
         if self.memory < 512 * MiB:
             raise UsageError("guest memory below 512M leaves no room for a crashkernel")
         if self.boot_retries < 0:
@@ -233,12 +241,20 @@ class Guest:
         if c.dump_disks:
             disks = (self.meta_disk, self.dump_disk)
         return MachineSpec(
-            kernel=self.image.kernel_path, initrd=self.image.initrd_path,
+            kernel=self.boot_kernel, initrd=self.image.initrd_path,
             append=self._kernel_options(key).render(),
             qmp_socket=self._sockdir / "qmp.sock", console_socket=self._sockdir / "console.sock",
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
             firmware=firmware, extra_args=c.qemu_args)
+
+    @property
+    def boot_kernel(self) -> Path:
+        """What QEMU's ``-kernel`` gets (see ``GuestConfig.kernel_entry``)."""
+        pvh: Path | None = getattr(self.image, "pvh_kernel_path", None)
+        if self.config.kernel_entry == "auto" and pvh is not None:
+            return pvh
+        return self.image.kernel_path
 
     def _make_disks(self) -> None:
         if not self.config.dump_disks:
@@ -402,7 +418,8 @@ class Guest:
         self.times.kdump_ready = since()
         (self.workdir / "readiness.json").write_text(
             json.dumps({"readiness": self.readiness.values, "times": self.times.as_dict(),
-                        "accel": asdict(self.accel), "boot_faults": self.boot_faults},
+                        "accel": asdict(self.accel), "boot_faults": self.boot_faults,
+                        "boot_kernel": str(self.boot_kernel)},
                        indent=2) + "\n")
 
     def _kdump_failure_reason(self, rc: int) -> str:

@@ -66,6 +66,9 @@ class GuestSsh:
         self.key = key
         self.user = user
         self._transport: paramiko.Transport | None = None
+        #: Set when the guest's SSH server stopped opening channels: (when, why).  Every
+        #: later command fails at once instead of waiting out its own timeout.
+        self._unresponsive: tuple[float, str] | None = None
 
     def connect(self, timeout: float) -> None:
         """Connect, retrying while the guest's dropbear is not yet accepting."""
@@ -96,14 +99,32 @@ class GuestSsh:
     def connected(self) -> bool:
         return self._transport is not None and self._transport.is_active()
 
+    def _check_usable(self, command: str) -> paramiko.Transport:
+        if self._transport is None or not self._transport.is_active():
+            raise SshError(f"SSH is not connected; cannot run: {command}")
+        if self._unresponsive is not None:
+            since, why = self._unresponsive
+            raise SshError(f"the guest stopped answering SSH {time.monotonic() - since:.0f} s "
+                           f"ago ({why}); not running: {command}")
+        return self._transport
+
+    def _open(self, transport: paramiko.Transport, command: str,
+              timeout: float) -> paramiko.Channel:
+        try:
+            return transport.open_session(timeout=timeout)
+        except paramiko.SSHException as exc:
+            self._unresponsive = (time.monotonic(), f"no channel within {timeout:.0f} s "
+                                                    f"for {command[:60]!r}")
+            raise SshError(f"the guest's SSH server opened no channel within {timeout:.0f} s "
+                           f"(the guest may have hung) for: {command}") from exc
+
     def run(self, command: str, *, timeout: float, check: bool = False,
             stdin: bytes | None = None) -> CommandResult:
         """Run ``command`` through the guest shell; raise ``SshError`` on timeout."""
-        if self._transport is None or not self._transport.is_active():
-            raise SshError(f"SSH is not connected; cannot run: {command}")
+        transport = self._check_usable(command)
         started = time.monotonic()
+        chan = self._open(transport, command, timeout)
         try:
-            chan = self._transport.open_session(timeout=timeout)
             chan.settimeout(timeout)
             chan.exec_command(command)
             if stdin is not None:
@@ -127,9 +148,7 @@ class GuestSsh:
 
     def start(self, command: str, *, timeout: float) -> paramiko.Channel:
         """Start ``command`` without waiting for it (e.g. a panic trigger); caller owns it."""
-        if self._transport is None or not self._transport.is_active():
-            raise SshError(f"SSH is not connected; cannot start: {command}")
-        chan = self._transport.open_session(timeout=timeout)
+        chan = self._open(self._check_usable(command), command, timeout)
         chan.exec_command(command)
         return chan
 

@@ -38,13 +38,18 @@ def test_profile_boots_kdump_ready(make_guest, guest_image, profile: str) -> Non
     # Evidence a failing run needs is there from the start.
     for name in ("qemu-cmdline.txt", "console.log", "qmp.jsonl", "readiness.json"):
         assert (guest.workdir / name).exists(), name
+    # zstd kernels (trixie, sid) boot uncompressed through PVH; bookworm's LZ4 bzImage as is.
+    booted = "vmlinuz" if profile == "bookworm" else "vmlinux"
+    assert f"/{booted} " in (guest.workdir / "qemu-cmdline.txt").read_text()
     result = guest.run("echo out; echo err >&2; exit 3")
     assert (result.status, result.stdout, result.stderr) == (3, "out\n", "err\n")
 
 
 @pytest.mark.profile("trixie")
 def test_classic_kexec_load_with_hotplug(make_guest) -> None:
-    guest = make_guest("trixie", kexec="classic")
+    # Also the bzImage entry, as a bootloader would start the kernel (its own decompressor).
+    guest = make_guest("trixie", kexec="classic", kernel_entry="bzimage")
+    assert "/vmlinuz " in (guest.workdir / "qemu-cmdline.txt").read_text()
     assert guest.readiness.get("kdump_syscall") == "classic --hotplug"
     assert guest.readiness.kdump_loaded
     # kexec_load --hotplug images are kernel-updatable too: crash_hotplug reads 1.
@@ -115,6 +120,6 @@ def test_guest_config_rejects_bad_values() -> None:
     from harness.errors import UsageError
 
     for bad in (dict(kexec="sideways"), dict(capture_mode="zip"), dict(firmware="uefi"),
-                dict(memory=256 << 20)):
+                dict(memory=256 << 20), dict(kernel_entry="efi"), dict(boot_retries=-1)):
         with pytest.raises(UsageError):
             GuestConfig(**bad).validate()  # type: ignore[arg-type]

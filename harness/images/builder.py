@@ -2,7 +2,10 @@
 
 One image is a directory in the cache::
 
-    vmlinuz          the kernel QEMU boots (-kernel), also kexec'd as the capture kernel
+    vmlinuz          the bzImage: kexec'd as the capture kernel, and what QEMU boots
+                     (-kernel) when there is no vmlinux
+    vmlinux          the same kernel uncompressed, when it has a PVH entry point: QEMU boots
+                     it directly and skips the emulated decompressor (see pvh.py)
     userspace.cpio   the guest userspace; the capture kernel's initrd as is
     initrd.cpio      userspace.cpio + a second cpio with /boot/vmlinuz and /boot/capture.cpio:
                      the first kernel's initrd (Linux unpacks concatenated archives in order)
@@ -64,13 +67,14 @@ from .profiles import (
     guest_images_dir,
     load_profiles,
 )
+from .pvh import pvh_kernel
 
 log = logging.getLogger("harness.images")
 
 #: Bump when the image layout changes in a way the source digest below would not show.
 BUILDER_VERSION = 1
 #: The builder's own modules that shape the output: their text is part of the image key.
-_OUTPUT_SOURCES = ("builder.py", "cpio.py", "debs.py", "elfdeps.py", "kmod.py")
+_OUTPUT_SOURCES = ("builder.py", "cpio.py", "debs.py", "elfdeps.py", "kmod.py", "pvh.py")
 
 CUSTOM_FLAVOUR = "custom"
 GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
@@ -132,6 +136,8 @@ class GuestImage:
     lock_drift: Drift = field(default_factory=dict)
     #: Debian package -> SHA256 of the .deb it was built from (``Cache.deb_path`` finds it).
     debs: Mapping[str, str] = field(default_factory=dict)
+    #: The uncompressed kernel to boot through its PVH entry (None: boot the bzImage).
+    pvh_kernel_path: Path | None = None
 
     @property
     def custom_kernel(self) -> bool:
@@ -160,6 +166,7 @@ class GuestImage:
             "built_at": self.built_at, "sizes": dict(self.sizes),
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
             "debs": dict(sorted(self.debs.items())),
+            "pvh": self.pvh_kernel_path is not None,
         }
 
     @classmethod
@@ -187,7 +194,8 @@ class GuestImage:
             config_notes=tuple(data.get("config_notes", ())),
             built_at=float(data.get("built_at", 0.0)),
             sizes=MappingProxyType(data.get("sizes", {})),
-            debs=MappingProxyType(data.get("debs", {})))
+            debs=MappingProxyType(data.get("debs", {})),
+            pvh_kernel_path=directory / "vmlinux" if data.get("pvh") else None)
 
 
 def _tuple_map(data: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
@@ -843,11 +851,14 @@ def _assemble(plan: BuildPlan, kernel: _Kernel, groups: Sequence[ResolvedGroup],
                             cpio.RegularFile("boot/capture.cpio",
                                              capture_initrd(userspace, kernel.config))])
     (output / "vmlinuz").write_bytes(kernel.bzimage)
+    vmlinux = pvh_kernel(kernel.bzimage)
+    if vmlinux is not None:
+        (output / "vmlinux").write_bytes(vmlinux)
     (output / "userspace.cpio").write_bytes(userspace)
     (output / "initrd.cpio").write_bytes(userspace + boot)
     if kernel.config_text is not None:
         (output / "config").write_text(kernel.config_text)
-    for name in ("vmlinuz", "userspace.cpio", "initrd.cpio"):
+    for name in ("vmlinuz", "userspace.cpio", "initrd.cpio") + (("vmlinux",) if vmlinux else ()):
         os.chmod(output / name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
 
     return {
@@ -860,6 +871,8 @@ def _assemble(plan: BuildPlan, kernel: _Kernel, groups: Sequence[ResolvedGroup],
         "key": plan.key, "config_source": kernel.config_source,
         "config_notes": describe_kernel_config(kernel.config) if kernel.config else [],
         "sizes": {"vmlinuz": len(kernel.bzimage), "userspace.cpio": len(userspace),
-                  "initrd.cpio": len(userspace) + len(boot)},
+                  "initrd.cpio": len(userspace) + len(boot),
+                  **({"vmlinux": len(vmlinux)} if vmlinux else {})},
         "debs": {n: p.sha256 for n, p in sorted(plan.packages.items())},
+        "pvh": vmlinux is not None,
     }

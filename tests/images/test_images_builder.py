@@ -202,6 +202,9 @@ def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Pat
     _seed_debs(user_cache, cache_dir, "trixie", "cloud")
     image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
     assert image.kernel_release.startswith("6.12.") and image.crash_hotplug
+    # Debian's zstd trixie kernel has CONFIG_PVH: the guest boots the uncompressed vmlinux.
+    assert image.pvh_kernel_path is not None
+    assert image.pvh_kernel_path.read_bytes()[:4] == b"\x7fELF"
     assert image.kernel_config["CONFIG_CRASH_DUMP"] == "y"
     members = _archive(image.capture_initrd_path)
     for path in ("init", "bin/busybox", "sbin/kexec", "usr/bin/makedumpfile",
