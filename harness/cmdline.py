@@ -160,8 +160,11 @@ class GuestKernelOptions:
     harness: tuple[tuple[str, str], ...] = ()   # harness.KEY=VALUE pairs read by /init
 
     def render(self) -> str:
+        # cryptomgr.notests: Debian's kernels self-test every crypto algorithm they
+        # register at boot, which under TCG costs ~0.25 s (trixie, boot to userspace, median
+        # of 5: 2.21 s -> 1.98 s) and tests nothing this harness is about.
         parts = [f"console={self.console}", "panic=-1", "oops=panic", "quiet", "loglevel=4",
-                 "printk.time=1", "rdinit=/init"]
+                 "printk.time=1", "rdinit=/init", "cryptomgr.notests"]
         if self.crashkernel:
             parts.append(f"crashkernel={self.crashkernel}")
         if self.memhp_default_state:

@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import accel
 from ..errors import HarnessError
 from ..machine import default_cache_dir
+from ..swarm import QEMU_SURVIVES_CPU_UNPLUG
 from .common import print_json
 
 #: Free space a cache needs: a few hundred MB of packages and images per profile.
@@ -44,8 +45,13 @@ def check_qemu() -> Check:
     except HarnessError as exc:
         return Check("qemu", False, str(exc), "apt-get install qemu-system-x86")
     qboot = Path("/usr/share/qemu/qboot.rom").exists()
-    return Check("qemu", True, f"{binary} {'.'.join(map(str, version))}"
-                 f"{'' if qboot else ' (no qboot.rom: SeaBIOS will be used, slightly slower)'}")
+    detail = (f"{binary} {'.'.join(map(str, version))}"
+              f"{'' if qboot else ' (no qboot.rom: SeaBIOS will be used, slightly slower)'}")
+    if version < QEMU_SURVIVES_CPU_UNPLUG:
+        # Usable, but swarms that unplug vCPUs end with QEMU aborting.
+        return Check("qemu", True, detail + "; aborts after vCPU unplugs",
+                     "bash ci/setup-host.sh (installs QEMU 10 from bookworm-backports)")
+    return Check("qemu", True, detail)
 
 
 def check_kvm(probe: bool) -> Check:
