@@ -45,6 +45,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_selection(path)
     path.set_defaults(func=cmd_path)
 
+    prune = images.add_parser("prune", help="remove cached images nothing uses any more",
+                              description="Remove every cached image except the current one "
+                                          "of each Debian profile and flavour (builder, "
+                                          "rootfs and lock changes leave old ones behind, "
+                                          "~100 MiB each). Downloaded packages stay.")
+    prune.add_argument("--keep-custom", action="store_true",
+                       help="keep images of your own kernels too")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    prune.set_defaults(func=cmd_prune)
+
     update = images.add_parser("update", help="re-pin packages to the suites' current versions",
                                description="Run apt-get update in a private apt state, pin the "
                                            "current version, pool file and SHA256 of every "
@@ -163,6 +173,17 @@ def cmd_path(args: argparse.Namespace) -> int:
         print("kdump-harness: that image is not built yet: run `kdump-harness images build` "
               "with the same options", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..images.builder import prune_images
+
+    removed = prune_images(keep_custom=args.keep_custom, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for directory, size in removed:
+        print(f"{verb} {directory} ({_mib(size)})")
+    print(f"{verb} {len(removed)} image(s), {_mib(sum(size for _, size in removed))}")
     return 0
 
 

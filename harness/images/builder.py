@@ -563,6 +563,53 @@ def list_images(cache_dir: Path | None = None) -> list[GuestImage]:
     return sorted(images, key=lambda image: image.built_at)
 
 
+def current_image_dirs(cache_dir: Path | None = None, rootfs: Path | None = None) -> set[Path]:
+    """Where the images that Debian profiles would get now live (built or not): the lock
+    file's plan for every profile and flavour, and the fallback a dropped pin led to."""
+    cache = Cache(cache_dir)
+    dirs: set[Path] = set()
+    for name, profile in load_profiles().profiles.items():
+        for flavour in profile.kernels:
+            try:
+                plan = plan_build(name, flavour=flavour, rootfs=rootfs)
+            except (ImageBuildError, UsageError):
+                continue  # nothing locked for it: nothing of it to keep
+            dirs.add(_final(cache, plan))
+            fallback = _remembered_fallback(cache, plan)
+            if fallback is not None:
+                dirs.add(_final(cache, plan_build(name, flavour=flavour, rootfs=rootfs,
+                                                  locked=fallback)))
+    return dirs
+
+
+def prune_images(cache_dir: Path | None = None, *, keep_custom: bool = False,
+                 dry_run: bool = False, rootfs: Path | None = None) -> list[tuple[Path, int]]:
+    """Remove cached images nothing would use any more; return (directory, bytes) of each.
+
+    Kept: the current image of every Debian profile and flavour (``current_image_dirs``)
+    and, with ``keep_custom``, images of your own kernels.  Every builder, rootfs or lock
+    change leaves the previous images behind (~100 MiB each); downloaded .debs stay.
+    """
+    cache = Cache(cache_dir)
+    keep = current_image_dirs(cache_dir, rootfs)
+    removed: list[tuple[Path, int]] = []
+    with cache.lock("prune"):
+        for directory in sorted(cache.images_dir().iterdir()):
+            if directory in keep or not directory.is_dir():
+                continue
+            if directory.name.startswith("."):
+                # A builder's scratch directory: only stale ones (an hour untouched) go.
+                if time.time() - directory.stat().st_mtime < 3600:
+                    continue
+            elif keep_custom and directory.name.split("-")[1:2] == [CUSTOM_FLAVOUR]:
+                continue
+            size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+            removed.append((directory, size))
+            if not dry_run:
+                shutil.rmtree(directory, ignore_errors=True)
+    return removed
+
+
 # -- the build itself ------------------------------------------------------------------
 
 

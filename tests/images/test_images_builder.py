@@ -341,3 +341,23 @@ def test_an_image_that_follows_the_lock_reports_no_drift(
     monkeypatch.setattr(builder, "_build", _fake_build([]))
     image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
     assert image.lock_drift == {} and image.drift_summary() == ""
+
+
+def test_prune_keeps_the_current_images_and_removes_what_changes_left_behind(
+        rootfs: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builder, "_build", _fake_build([]))
+    old = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    (rootfs / "harness" / "lib.sh").write_text("changed\n")     # a new image key
+    current = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    kernel = fake_bzimage(tmp_path / "bzImage")
+    custom = builder.build_image("trixie", kernel=kernel, config=good_config(tmp_path / "cfg"),
+                                 rootfs=rootfs, cache_dir=cache_dir)
+    assert len({old.directory, current.directory, custom.directory}) == 3
+
+    would = builder.prune_images(cache_dir, rootfs=rootfs, dry_run=True, keep_custom=True)
+    assert [d for d, _ in would] == [old.directory] and old.directory.exists()
+    gone = builder.prune_images(cache_dir, rootfs=rootfs)
+    assert {d for d, _ in gone} == {old.directory, custom.directory}
+    assert all(size > 0 for _, size in gone)
+    assert current.directory.exists() and not old.directory.exists()
+    assert builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir).cached
