@@ -308,15 +308,7 @@ class Guest:
     def _set_attempt_aside(self, fault: str) -> None:
         """Stop this attempt's QEMU and move its evidence to ``boot-attempt-N/``."""
         self.kill()
-        for closer in ("ssh", "qmp", "console"):
-            obj = getattr(self, closer, None)
-            if obj is not None:
-                try:
-                    obj.close()
-                except Exception:
-                    log.debug("closing the failed attempt's %s failed", closer, exc_info=True)
-        if self._sockdir is not None:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
+        self._close_channels()
         attempt = len(self.boot_faults) + 1
         aside = self.workdir / f"boot-attempt-{attempt}"
         aside.mkdir(exist_ok=True)
@@ -477,6 +469,20 @@ class Guest:
             except subprocess.TimeoutExpired:
                 pass
 
+    def _close_channels(self) -> None:
+        """Close SSH, QMP and the console, and remove their socket directory."""
+        for closer in ("ssh", "qmp", "console"):
+            obj = getattr(self, closer, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:
+                    # The process is gone or going; closing the rest must still happen.
+                    log.debug("closing the guest's %s failed", closer, exc_info=True)
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
     def shutdown(self) -> str:
         """Stop QEMU: QMP ``quit`` first, SIGKILL second.  Returns which one worked."""
         if self.state is GuestState.STOPPED:
@@ -495,16 +501,7 @@ class Guest:
                     kind = "soft (QMP quit)"
                 except (HarnessError, subprocess.TimeoutExpired):
                     self.kill()
-        for closer in ("ssh", "qmp", "console"):
-            obj = getattr(self, closer, None)
-            if obj is not None:
-                try:
-                    obj.close()
-                except Exception:
-                    # The process is gone or going; shutdown must finish closing the rest.
-                    log.debug("closing the guest's %s failed", closer, exc_info=True)
-        if self._sockdir is not None:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
+        self._close_channels()
         _live_guests.discard(self)
         self.state = GuestState.STOPPED
         self.shutdown_kind = kind

@@ -281,31 +281,34 @@ def _newer(flavour: LockedFlavour, name: str) -> LockedFlavour:
     return LockedFlavour(flavour.kernel, MappingProxyType(packages))
 
 
-def _archive_moved_on(calls: list[str], resolves: list[str], gone: str = "libc6") -> Any:
-    """A ``_build`` that fails for plans still pinning the lock's ``gone`` version."""
+@pytest.fixture
+def moved_archive(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """The archive has moved on past the lock's libc6: ``_build`` fails for plans that
+    still pin it, and resolving the current versions gives a newer one.  Returns the
+    build calls and the resolutions, for counting."""
     locked = load_lock(builder.lock_file_path()).flavour("trixie", "cloud")
+    calls: list[str] = []
+    resolves: list[str] = []
     fake = _fake_build(calls)
 
     def build(plan: builder.BuildPlan, cache: Any, mirror: Any, staging: Path,
               output: Path) -> dict[str, Any]:
-        if plan.packages[gone] == locked.packages[gone]:
-            raise PinnedVersionGone(f"{gone} gone", package=locked.packages[gone])
+        if plan.packages["libc6"] == locked.packages["libc6"]:
+            raise PinnedVersionGone("libc6 gone", package=locked.packages["libc6"])
         return fake(plan, cache, mirror, staging, output)  # type: ignore[no-any-return]
 
     def resolve(cache: Any, profile: Any, flavour: str, mirror: Any) -> LockedFlavour:
         resolves.append(flavour)
-        return _newer(locked, gone)
+        return _newer(locked, "libc6")
 
-    return build, resolve
+    monkeypatch.setattr(builder, "_build", build)
+    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+    return calls, resolves
 
 
 def test_a_dropped_pin_falls_back_to_the_current_version_and_says_so(
-        rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    resolves: list[str] = []
-    build, resolve = _archive_moved_on(calls, resolves)
-    monkeypatch.setattr(builder, "_build", build)
-    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+        rootfs: Path, cache_dir: Path, moved_archive: tuple[list[str], list[str]]) -> None:
+    calls, resolves = moved_archive
     image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
     old = load_lock(builder.lock_file_path()).flavour("trixie", "cloud").packages["libc6"]
     assert dict(image.lock_drift) == {"libc6": (old.version, old.version + "+really.newer")}
@@ -319,12 +322,9 @@ def test_a_dropped_pin_falls_back_to_the_current_version_and_says_so(
 
 
 def test_a_dropped_pin_is_an_error_under_the_strict_policy(
-        rootfs: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    resolves: list[str] = []
-    build, resolve = _archive_moved_on(calls, resolves)
-    monkeypatch.setattr(builder, "_build", build)
-    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+        rootfs: Path, cache_dir: Path, moved_archive: tuple[list[str], list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls, resolves = moved_archive
     with pytest.raises(ImageBuildError, match=r"libc6 gone .*strict lock"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, lock="strict")
     monkeypatch.setenv(builder.LOCK_ENV, "strict")
