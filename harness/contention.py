@@ -310,7 +310,7 @@ class ContentionRun:
     reads: int = 0                          # readers: total reads
     via: str = ""                           # udev: "helper" or "uevent"
     #: sync=lock: host seconds from the start to the guest reporting the lock held
-    #: (None: it never did, and the swarm fell back to the plain head start).
+    #: (None: it never did, and the swarm went ahead once the reload ended or timed out).
     lock_seen_after: float | None = None
     #: Something that makes this run weaker than it could be (not an error).
     note: str | None = None
