@@ -37,7 +37,7 @@ CRASH_SIGNATURES: dict[str, Pattern[str]] = {
 #: only, see ``Guest.launch``).  ``stale-int3``: the kernel patches its own text (static
 #: keys, alternatives) with int3 breakpoints and IPIs; QEMU 7.2's multi-threaded TCG lets
 #: another vCPU run a translated block that still holds the breakpoint after the patch is
-#: done, and the kernel, finding no patch in flight, oopses with "int3" (Debian 7.2 kernel,
+#: done, and the kernel, finding no patch in flight, oopses with "int3" (sid's Linux 7.2,
 #: sched_clock_idle_wakeup_event+0x5 right after "sched_clock: Marking stable" flips a key).
 EMULATOR_FAULTS: dict[str, Pattern[str]] = {
     "stale-int3": re.compile(r"(?:Oops: )?int3: 0000 \[#\d+\]"),

@@ -7,6 +7,7 @@ import sys
 
 from ..contention import parse_contention
 from ..crash import TRIGGERS
+from ..images.builder import format_drift
 from ..job import EXPECTATIONS, JobResult, JobSpec, format_times, run_job
 from ..machine import CAPTURE_MODES
 from ..swarm import SwarmOptions
@@ -79,8 +80,7 @@ def print_job(job: JobResult) -> None:
         print(f"note: {fault}")
     if job.lock_drift:
         print(f"note: {len(job.lock_drift)} packages differ from packages.lock.json (the archive "
-              "dropped the pinned versions): "
-              + ", ".join(f"{n} {a or '-'} -> {b or '-'}" for n, (a, b) in job.lock_drift.items()))
+              f"dropped the pinned versions): {format_drift(job.lock_drift)}")
     if job.swarm is not None:
         print(job.swarm.summary())
     if job.capture is not None:

@@ -90,6 +90,12 @@ LOCK_ENV = "KDUMP_HARNESS_LOCK"
 Drift = Mapping[str, tuple[str | None, str | None]]
 
 
+def format_drift(drift: Drift) -> str:
+    """``name locked -> used, ...`` ("-" where one side lacks the package)."""
+    return ", ".join(f"{name} {old or '-'} -> {new or '-'}"
+                     for name, (old, new) in sorted(drift.items()))
+
+
 def lock_file_path() -> Path:
     """``guest-images/packages.lock.json``."""
     return guest_images_dir() / "packages.lock.json"
@@ -147,10 +153,8 @@ class GuestImage:
         """One line for report headers; empty when the image follows the lock."""
         if not self.lock_drift:
             return ""
-        changes = ", ".join(f"{n} {old or '-'} -> {new or '-'}"
-                            for n, (old, new) in sorted(self.lock_drift.items()))
         return (f"{self.profile}/{self.flavour} differs from packages.lock.json (the archive "
-                f"dropped the pinned versions): {changes}")
+                f"dropped the pinned versions): {format_drift(self.lock_drift)}")
 
     def to_json(self) -> dict[str, Any]:
         """The record stored as image.json (paths relative to the image directory)."""
