@@ -5,6 +5,14 @@ prints before we are ready is lost.  A daemon thread reads it through pexpect's
 ``fdspawn`` and appends every line to ``console.log`` with a host timestamp; waiters
 look for patterns in the accumulated text.  Every wait fails at once on a kernel panic
 (unless the caller expects one) instead of timing out later, as QEMU's functional tests do.
+
+Only complete lines are ever matched.  Under load the serial port delivers a line in
+pieces, and a pattern whose tail is ``\\S+`` or ``[\\d.]+`` then matches the first piece:
+``elfcorehdr=0x2e0`` of ``elfcorehdr=0x2e000000`` once sent the harness to read guest
+memory at the wrong address.  So ``text()``, ``find()``, ``wait_for()`` and ``mark()`` see
+the console up to its last newline; the unterminated rest joins them when its newline
+arrives, or when the console closes (the end of the stream ends the line too).
+``LineBuffer`` does the same for any other stream (SSH channels, the kmsg watcher).
 """
 
 from __future__ import annotations
@@ -43,10 +51,47 @@ EMULATOR_FAULTS: dict[str, Pattern[str]] = {
     "stale-int3": re.compile(r"(?:Oops: )?int3: 0000 \[#\d+\]"),
 }
 
+#: Console lines that show the guest refusing hot-added memory or running out of memory:
+#: a guest result, named from the line itself as it happens (not from the SSH failure
+#: that follows once the OOM killer has taken the guest's SSH server).  ``add_memory``:
+#: drivers/acpi/acpi_memhotplug.c, when the kernel cannot add a DIMM's range (typically no
+#: memory left for its memmap: 1/64 of the hot-added size, from boot memory).
+GUEST_MEMORY_SIGNATURES: dict[str, Pattern[str]] = {
+    "oom": re.compile(r"Out of memory: Killed process \d+ \([^)]*\)"),
+    "add_memory": re.compile(r"add_memory failed"),
+}
+
 #: The kernel's crash hot-plug trylock failure, in both wordings (6.6-6.11 and 6.12+).
 TRYLOCK_FAILURE = re.compile(
     r"crash hp: kexec_trylock\(\) failed, (?:elfcorehdr|kdump image) may be inaccurate"
 )
+
+
+class LineBuffer:
+    """Assembles a stream that arrives in arbitrary pieces into complete lines.
+
+    ``feed`` returns the lines a piece completed (without their newline); the piece of a
+    line still waiting for its newline stays inside until then, or until ``flush`` at the
+    end of the stream.  Carriage returns are dropped (the serial console sends CRLF).
+    """
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        data = self._partial + chunk.replace("\r", "")
+        *lines, self._partial = data.split("\n")
+        return lines
+
+    def flush(self) -> str | None:
+        """The unterminated rest at the end of the stream (None when there is none)."""
+        rest, self._partial = self._partial, ""
+        return rest or None
+
+    @property
+    def partial(self) -> str:
+        """What arrived of the line still waiting for its newline."""
+        return self._partial
 
 
 @dataclass(frozen=True)
@@ -69,15 +114,16 @@ class Console:
         self._server: socket.socket | None = None
         self._conn: socket.socket | None = None
         self._child: pexpect.fdpexpect.fdspawn | None = None
+        # Complete lines only (each ending in "\n"); the line still arriving is in _lines.
         self._text: list[str] = []
         self._joined = ""
         self._length = 0
-        self._arrivals: list[tuple[int, float]] = []   # (offset, monotonic) per chunk
+        self._arrivals: list[tuple[int, float]] = []   # (offset, monotonic) per line batch
+        self._lines = LineBuffer()
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._log: IO[str] | None = None
-        self._partial = ""
         self._t0 = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -126,10 +172,8 @@ class Console:
                 except OSError:
                     pass
         with self._cond:
+            self._end_of_stream()
             if self._log is not None:
-                if self._partial:
-                    self._write_line(self._partial)
-                    self._partial = ""
                 self._log.close()
                 self._log = None
             self._cond.notify_all()
@@ -137,6 +181,12 @@ class Console:
     @property
     def eof(self) -> bool:
         return self._closed
+
+    def wait_eof(self, timeout: float) -> bool:
+        """Wait until the stream has ended and everything in it is readable (QEMU exited:
+        the drain thread still has to deliver the last bytes); False if not in time."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout)
 
     # -- the drain thread -----------------------------------------------------------------
     def _drain(self) -> None:
@@ -149,25 +199,37 @@ class Console:
             except (pexpect.EOF, OSError, ValueError):
                 break
             if chunk:
-                self._append(chunk)
+                self.feed(chunk)
         with self._cond:
+            self._end_of_stream()
             self._closed = True
             self._cond.notify_all()
 
-    def _append(self, chunk: str) -> None:
-        chunk = chunk.replace("\r\n", "\n").replace("\r", "")
+    def _end_of_stream(self) -> None:
+        """The stream ended: its unterminated last line is complete now (lock held)."""
+        rest = self._lines.flush()
+        if rest is not None:
+            self._add_lines([rest], time.monotonic())
+
+    def feed(self, chunk: str) -> None:
+        """Take ``chunk`` as output from the guest (the drain thread calls this; so may tests)."""
         now = time.monotonic()
         with self._cond:
-            self._arrivals.append((self._length, now))
-            self._text.append(chunk)
-            self._length += len(chunk)
-            data = self._partial + chunk
-            *lines, self._partial = data.split("\n")
-            for line in lines:
-                self._write_line(line, now)
-            if self._log is not None:
-                self._log.flush()
+            lines = self._lines.feed(chunk)
+            if lines:
+                self._add_lines(lines, now)
             self._cond.notify_all()
+
+    def _add_lines(self, lines: list[str], now: float) -> None:
+        """Make ``lines`` visible to readers and write them to the log (lock held)."""
+        self._arrivals.append((self._length, now))
+        block = "".join(line + "\n" for line in lines)
+        self._text.append(block)
+        self._length += len(block)
+        for line in lines:
+            self._write_line(line, now)
+        if self._log is not None:
+            self._log.flush()
 
     def _write_line(self, line: str, now: float | None = None) -> None:
         if self._log is not None:
@@ -176,6 +238,7 @@ class Console:
 
     # -- reading --------------------------------------------------------------------------
     def text(self, start: int = 0) -> str:
+        """The console's complete lines from offset ``start`` on."""
         with self._cond:
             if len(self._text) > 1:
                 self._joined = "".join(self._text)
@@ -185,12 +248,16 @@ class Console:
             return self._joined[start:]
 
     def mark(self) -> int:
-        """The current end of the console text, to search only what comes after."""
+        """The end of the complete lines so far, to search only what comes after."""
         with self._cond:
             return self._length
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
+        """The last ``lines`` lines for evidence, with the line still arriving, if any."""
+        with self._cond:
+            partial = self._lines.partial
+        text = self.text() + (partial + " [line incomplete]" if partial else "")
+        return "\n".join(text.splitlines()[-lines:])
 
     def arrival_time(self, offset: int) -> float:
         """Host monotonic time at which the text at ``offset`` arrived."""

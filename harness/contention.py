@@ -45,14 +45,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .console import LineBuffer
 from .errors import HarnessError, UsageError
+from .model import ContentionKind, values
 
 if TYPE_CHECKING:
     import paramiko
 
     from .machine import Guest
 
-KINDS = ("reload", "udev", "readers")
+KINDS = values(ContentionKind)
 #: Sources that reload kdump, and so hold the kexec lock.
 RELOADING = ("reload", "udev")
 #: The boot option that makes kexec_file_load's long loop preemptible (see above).
@@ -474,15 +476,16 @@ class ContentionInjector:
         """
         deadline = time.monotonic() + timeout
         for run in (r for r in self.runs if r.spec.synced):
-            received = b""
+            # The mark counts only as a whole line: a piece of it proves nothing.
+            lines = LineBuffer()
             while time.monotonic() < deadline and run.error is None:
                 chan = self._channel(run)
                 if chan is None:
                     time.sleep(0.005)        # its timer has not fired yet
                     continue
                 if chan.recv_ready():
-                    received += chan.recv(4096)
-                    if LOCKED_MARK.encode() in received:
+                    got = lines.feed(chan.recv(4096).decode("utf-8", "replace"))
+                    if LOCKED_MARK in (line.strip() for line in got):
                         run.lock_seen_after = time.monotonic() - self._started[id(run)]
                         break
                 elif chan.exit_status_ready():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import re
 import tarfile
 import time
@@ -27,19 +28,29 @@ from pathlib import Path
 from typing import Any
 
 from .console import CRASH_SIGNATURES
-from .errors import HarnessError, InfrastructureError, LostVMError, UsageError
+from .errors import HarnessError, InfrastructureError, LostVMError, SshError, UsageError
+from .kdump_sizing import RAISE_CRASHKERNEL
 from .machine import Guest, GuestState
+from .model import Trigger, values
 from .timeouts import wait_until
 
-TRIGGERS = ("sysrq", "nmi", "sysrq-multi")
+log = logging.getLogger(__name__)
 
+TRIGGERS = values(Trigger)
+
+# The console only ever shows complete lines (console.py); the HARNESS: lines are also
+# anchored at their end, so that a kernel message printed into the middle of one (printk
+# does not wait for userspace's line to end) makes it not match rather than match wrongly.
 _PANIC = re.compile(r"Kernel panic - not syncing: ?([^\n]*)")
 _END_PANIC = re.compile(r"---\[ end Kernel panic")
 _CAPTURE_BANNER = re.compile(r"Linux version \S+")
-_CAPTURE_START = re.compile(r"HARNESS: capture-start mode=(\S+) uptime=([\d.]+) ?(elfcorehdr=\S+)?")
-_DUMP_WRITTEN = re.compile(r"HARNESS: dump-written rc=(\d+) mode=(\S+) uptime=([\d.]+)")
-_CAPTURE_DONE = re.compile(r"HARNESS: capture-done rc=(\d+) uptime=([\d.]+)")
-_CAPTURE_FAILED = re.compile(r"HARNESS: capture-failed reason=(\S+)")
+_CAPTURE_START = re.compile(
+    r"HARNESS: capture-start mode=(\w+) uptime=(\d+\.\d+)(?: (elfcorehdr=\S+))?\s*$", re.M)
+_DUMP_WRITTEN = re.compile(
+    r"HARNESS: dump-written rc=(\d+) mode=(\w+) uptime=(\d+\.\d+)\s*$", re.M)
+_CAPTURE_DONE = re.compile(r"HARNESS: capture-done rc=(\d+) uptime=(\d+\.\d+)\s*$", re.M)
+_CAPTURE_FAILED = re.compile(r"HARNESS: capture-failed reason=(\S+)\s*$", re.M)
+_CMDLINE_ELFCOREHDR = re.compile(r"(?:^|\s)(elfcorehdr=\S+)")
 _OOM = re.compile(r"Out of memory|oom-kill|invoked oom-killer|Initramfs unpacking failed|"
                   r"System is deadlocked on memory|Unable to allocate|cannot allocate memory",
                   re.IGNORECASE)
@@ -77,6 +88,11 @@ class CaptureResult:
     console_tail: str = ""
     capture_status: dict[str, str] = field(default_factory=dict)
     elfcorehdr_addr: int | None = None
+    #: Why the first kernel's raw elfcorehdr could not be read (a harness problem: the run
+    #: is then a harness error, never a verdict; the evidence stays in the run directory).
+    raw_header_problem: str | None = None
+    #: Set when the trigger's SSH channel broke as it was sent (see ``fire``).
+    trigger_note: str | None = None
     during_reload: bool = False
 
     @property
@@ -90,6 +106,22 @@ class CaptureResult:
 
 
 # -- triggers ---------------------------------------------------------------------------
+def check_trigger(trigger: str, cpus: tuple[int, ...], *, max_cpus: int | None = None) -> None:
+    """Refuse a trigger and ``--cpu`` list that cannot work (before anything starts)."""
+    if trigger not in TRIGGERS:
+        raise UsageError(f"--trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
+    if trigger == "nmi" and cpus:
+        raise UsageError("--trigger nmi reaches every CPU at once: it takes no --cpu")
+    if trigger == "sysrq" and len(cpus) > 1:
+        raise UsageError("--trigger sysrq panics on one CPU: give one --cpu (several: "
+                         "--trigger sysrq-multi)")
+    if trigger == "sysrq-multi" and len(set(cpus)) < 2:
+        raise UsageError("--trigger sysrq-multi needs at least two different --cpu N")
+    for cpu in cpus:
+        if cpu < 0 or (max_cpus is not None and cpu >= max_cpus):
+            raise UsageError(f"--cpu {cpu}: the guest has CPUs 0-{(max_cpus or 1) - 1}")
+
+
 def trigger_command(trigger: str, cpus: tuple[int, ...] = ()) -> str:
     """The guest shell command that panics it (``sysrq`` / ``sysrq-multi``)."""
     if trigger == "sysrq":
@@ -106,15 +138,26 @@ def trigger_command(trigger: str, cpus: tuple[int, ...] = ()) -> str:
     raise UsageError(f"no shell command for trigger {trigger!r}")
 
 
-def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> None:
-    """Fire the trigger without waiting for any reply."""
+def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> str | None:
+    """Fire the trigger without waiting for any reply.
+
+    Returns a note when the trigger's SSH channel broke as the command was sent: a guest
+    that panics at once takes the connection with it, so the console decides whether the
+    trigger took (no panic then is a harness error, not ``no_panic``).
+    """
     if trigger not in TRIGGERS:
         raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
     if trigger == "nmi":
         # unknown_nmi_panic=1 is on the command line: every vCPU takes this NMI at once.
         guest.qmp.execute("inject-nmi")
-        return
-    guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command)
+        return None
+    try:
+        guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command)
+    except SshError as exc:
+        if not exc.maybe_sent:
+            raise
+        return exc.message
+    return None
 
 
 def start_reload_in_flight(guest: Guest) -> None:
@@ -152,7 +195,7 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
     try:
         if during_reload:
             start_reload_in_flight(guest)
-        fire(guest, trigger, cpus)
+        result.trigger_note = fire(guest, trigger, cpus)
         # From here on commands over SSH are refused: the guest is (about to be) gone.
         guest.state = GuestState.PANICKED
         _follow(guest, result, start_mark, t0, wall0, out, read_raw_header)
@@ -190,8 +233,9 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
         if time.monotonic() > deadline:
             return None, None
         if not guest.alive() or guest.console.eof:
-            # Let the drain thread deliver the last bytes before concluding.
-            time.sleep(0.2)
+            # Let the drain thread deliver the last bytes before concluding (a busy host
+            # may take a while to schedule it).
+            guest.console.wait_eof(guest.timeouts.shutdown)
             crashed = guest.crashed()
             if crashed:
                 # QEMU's own failure (e.g. 7.2's heap corruption after overlapping DIMM
@@ -214,6 +258,9 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
     name, m = _first(guest, {"panic": _PANIC, "end": _END_PANIC, "banner": _CAPTURE_BANNER,
                              "capture": _CAPTURE_START}, start, time.monotonic() + t.panic)
     if name is None or m is None or (name == "exited" and not guest.console.text(start).strip()):
+        if result.trigger_note:
+            raise LostVMError(f"no panic followed the {result.trigger} trigger, whose SSH "
+                              f"channel broke as it was sent: {result.trigger_note}")
         result.outcome = Outcome.NO_PANIC
         result.reason = (f"no panic on the console within {t.panic:.0f} s of the "
                          f"{result.trigger} trigger"
@@ -258,31 +305,35 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
                         "userspace never reported in")
         return
     capture_at = after_panic + m.start()
-    t_capture = guest.console.arrival_time(capture_at)
-    result.times.capture_userspace = t_capture - panic_time
-    hdr = m.group(3)
-    if hdr:
-        result.elfcorehdr_addr = _parse_elfcorehdr_arg(hdr)
-        if read_raw_header and result.elfcorehdr_addr is not None:
-            _save_raw_header(guest, result.elfcorehdr_addr, out, result)
+    result.times.capture_userspace = guest.console.arrival_time(capture_at) - panic_time
+    _await_dump(guest, result, after_panic, capture_at, m.group(3), out, read_raw_header)
 
+
+def _await_dump(guest: Guest, result: CaptureResult, after_panic: int, capture_at: int,
+                console_hdr: str | None, out: Path, read_raw_header: bool) -> None:
+    """From the capture kernel's userspace to the dump on the host (or why not)."""
     name, m = _first(guest, {"done": _CAPTURE_DONE, "failed": _CAPTURE_FAILED,
-                             "panic": _PANIC}, capture_at, time.monotonic() + t.dump_write)
+                             "panic": _PANIC}, capture_at,
+                     time.monotonic() + guest.timeouts.dump_write)
     if name != "done" or m is None:
         what = {"failed": "the capture script gave up", "panic": "the capture kernel panicked",
                 "exited": "QEMU exited during the capture",
-                None: f"the dump was not written within {t.dump_write:.0f} s"}[name]
+                None: f"the dump was not written within {guest.timeouts.dump_write:.0f} s"}[name]
         _capture_failed(guest, result, after_panic, what)
         return
-    written = _DUMP_WRITTEN.search(guest.console.text(capture_at))
+    text = guest.console.text(capture_at)
+    written, started = _DUMP_WRITTEN.search(text), _CAPTURE_START.search(text)
     done_at = guest.console.arrival_time(capture_at + m.start())
-    if written:
-        # Found at capture_at above, and the console only grows: this cannot miss.
-        started = _CAPTURE_START.search(guest.console.text(capture_at))
-        assert started is not None
+    if written and started:
         result.times.dump_written = float(written.group(3)) - float(started.group(2))
-    guest.shutdown()   # QMP quit: QEMU closes the disks cleanly before we read them
-    _collect(guest, out, result)
+    # The capture script synced its metadata before saying capture-done: read it now, while
+    # the capture kernel still runs and the first kernel's elfcorehdr is still in memory.
+    have_metadata = _collect_metadata(guest, out, result)
+    if read_raw_header:
+        _save_raw_header(guest, out, result, console_hdr)
+    guest.shutdown()   # QMP quit: QEMU closes the dump disk cleanly before we read it
+    if have_metadata:
+        _collect_dump(guest, out, result)
     result.times.collected = time.monotonic() - done_at
     if result.panic_message is None and "vmcore_dmesg" in result.files:
         # NMI panics print nothing on the console before kdump: take it from the dump.
@@ -302,7 +353,8 @@ def _capture_failed(guest: Guest, result: CaptureResult, since: int, what: str) 
     text = guest.console.text(since)
     evidence = [line for line in text.splitlines() if _OOM.search(line)]
     if evidence:
-        what += f"; out of memory in the capture kernel: {evidence[0].strip()}"
+        what += (f"; out of memory in the capture kernel: {evidence[0].strip()}; "
+                 f"{RAISE_CRASHKERNEL}")
     elif CRASH_SIGNATURES["panic"].search(text):
         what += "; " + next(line.strip() for line in text.splitlines()
                             if CRASH_SIGNATURES["panic"].search(line))
@@ -328,19 +380,43 @@ def _parse_elfcorehdr_arg(arg: str) -> int | None:
 RAW_HEADER_READ = 1 << 20
 
 
-def _save_raw_header(guest: Guest, addr: int, out: Path, result: CaptureResult) -> None:
-    """Read the first kernel's elfcorehdr from guest memory while the capture kernel runs."""
+def _save_raw_header(guest: Guest, out: Path, result: CaptureResult,
+                     console_hdr: str | None) -> None:
+    """Read the first kernel's elfcorehdr from guest memory while the capture kernel runs.
+
+    Its address comes from the capture kernel's own /proc/cmdline (collected in the
+    metadata), not from the console: a console line can arrive torn or interleaved with
+    kernel output.  What cannot be read is a harness problem (``raw_header_problem``),
+    never a verdict about the dump.
+    """
     path = out / "elfcorehdr.raw"
-    try:
-        guest.qmp.execute("pmemsave", {"val": addr, "size": RAW_HEADER_READ,
-                                       "filename": str(path)})
-        result.files["raw_elfcorehdr"] = str(path)
-    except HarnessError as exc:
-        (out / "elfcorehdr.raw.missing").write_text(f"pmemsave failed: {exc}\n")
+    cmdline = Path(result.files["capture_cmdline"]) if "capture_cmdline" in result.files else None
+    found = _CMDLINE_ELFCOREHDR.search(cmdline.read_text(errors="replace")) if cmdline else None
+    addr = _parse_elfcorehdr_arg(found.group(1)) if found else None
+    if addr is None:
+        where = ("capture/capture-cmdline.txt names no usable elfcorehdr=" if cmdline
+                 else "the capture metadata holds no capture-cmdline.txt")
+        result.raw_header_problem = f"the raw elfcorehdr was not read: {where}"
+    else:
+        result.elfcorehdr_addr = addr
+        console_addr = _parse_elfcorehdr_arg(console_hdr) if console_hdr else None
+        if console_addr is not None and console_addr != addr:
+            log.warning("the console's capture-start line says %s but the capture kernel's "
+                        "/proc/cmdline says %s: reading at the latter", console_hdr,
+                        found.group(1) if found else "?")
+        try:
+            guest.qmp.execute("pmemsave", {"val": addr, "size": RAW_HEADER_READ,
+                                           "filename": str(path)})
+            result.files["raw_elfcorehdr"] = str(path)
+        except HarnessError as exc:
+            result.raw_header_problem = f"pmemsave of the raw elfcorehdr at {addr:#x} failed: {exc}"
+    if result.raw_header_problem:
+        (out / "elfcorehdr.raw.missing").write_text(result.raw_header_problem + "\n")
 
 
-def _collect(guest: Guest, out: Path, result: CaptureResult) -> None:
-    """Unpack the metadata tar and extract the dump from the dump disk."""
+def _collect_metadata(guest: Guest, out: Path, result: CaptureResult) -> bool:
+    """Unpack the capture's metadata tar (status, logs, its command line) into capture/;
+    False (and vmcore.missing saying why) when there is no readable tar."""
     capture_dir = out / "capture"
     capture_dir.mkdir(exist_ok=True)
     try:
@@ -348,7 +424,7 @@ def _collect(guest: Guest, out: Path, result: CaptureResult) -> None:
             tar.extractall(capture_dir, filter="data")
     except (tarfile.TarError, OSError) as exc:
         (out / "vmcore.missing").write_text(f"the metadata disk holds no readable tar: {exc}\n")
-        return
+        return False
     status_file = capture_dir / "status.txt"
     if status_file.exists():
         result.capture_status = dict(
@@ -356,6 +432,12 @@ def _collect(guest: Guest, out: Path, result: CaptureResult) -> None:
     for name in ("vmcore-dmesg.txt", "capture-cmdline.txt", "capture-dmesg.txt"):
         if (capture_dir / name).exists():
             result.files[name.removesuffix(".txt").replace("-", "_")] = str(capture_dir / name)
+    return True
+
+
+def _collect_dump(guest: Guest, out: Path, result: CaptureResult) -> None:
+    """Extract the dump from the dump disk (headers mode: from the metadata)."""
+    capture_dir = out / "capture"
     mode = result.mode
     if mode == "headers":
         src = capture_dir / "vmcore.headers"

@@ -10,15 +10,23 @@ Two families, kept apart because only the first may ever be retried::
     │   ├── QemuLaunchError           QEMU did not start or exited early (argv, rc, log tail)
     │   ├── LostVMError               QEMU vanished or stopped answering mid-test
     │   ├── QmpError                  a QMP command failed or timed out
-    │   └── SshError                  the SSH channel to the guest failed
+    │   ├── SshError                  the SSH channel to the guest failed
+    │   └── EvidenceError             evidence the harness collected is unusable (e.g. the
+    │                                 raw elfcorehdr read from guest memory does not parse)
     └── GuestError                    the guest misbehaved: this is a finding, never retried
         ├── BootFailure               the guest never reached userspace (console tail attached)
         ├── UnexpectedPanic           the guest panicked when it should not have
         ├── KdumpLoadError            loading the capture kernel failed (kexec's own message)
         ├── KernelUnsuitable          the kernel cannot do kdump / hot-plug (config says why)
         ├── HotplugNotHonoured        QEMU accepted a plug the guest did not take or settle
+        ├── GuestOutOfMemory          the guest ran out of memory (the OOM killer, add_memory
+        │                             failing for want of memory for its memmap)
+        ├── DumpUnreadable            the dump the capture kernel wrote cannot be read: the
+        │                             verdict is ``invalid``
         └── GuestCommandError         a command run in the guest exited non-zero when it must not
     VmcoreFormatError (under HarnessError) a dump file is malformed (offset and field named)
+
+``harness.results.CLASSIFICATION`` maps each to the result a run ends in.
 
 Every error carries a one-line message that names what did not happen; ``details``
 holds the evidence (log tails, command lines) for reports.
@@ -70,7 +78,20 @@ class QmpError(InfrastructureError):
 
 
 class SshError(InfrastructureError):
-    """The SSH connection to the guest failed or a command timed out."""
+    """The SSH connection to the guest failed or a command timed out.
+
+    ``maybe_sent``: the channel broke after the command was asked for, so it may be
+    running (or have run) in the guest.
+    """
+
+    def __init__(self, message: str, *, details: str | None = None,
+                 maybe_sent: bool = False) -> None:
+        super().__init__(message, details=details)
+        self.maybe_sent = maybe_sent
+
+
+class EvidenceError(InfrastructureError):
+    """Something the harness read to judge the run is unusable; names the evidence file."""
 
 
 class GuestError(HarnessError):
@@ -95,6 +116,14 @@ class KernelUnsuitable(GuestError):
 
 class HotplugNotHonoured(GuestError):
     """A hot-plug the host asked for did not take effect in the guest."""
+
+
+class GuestOutOfMemory(GuestError):
+    """The guest ran out of memory: the console line that showed it is the message."""
+
+
+class DumpUnreadable(GuestError):
+    """The capture kernel wrote a dump the readers reject (offset and field named)."""
 
 
 class GuestCommandError(GuestError):

@@ -18,32 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from .contention import ContentionSpec
-from .crash import CaptureResult, Outcome, panic_and_capture
-from .errors import (
-    BootFailure,
-    GuestError,
-    HarnessError,
-    HotplugNotHonoured,
-    KdumpLoadError,
-    KernelUnsuitable,
-    UsageError,
-    VmcoreFormatError,
-)
-from .machine import Guest, GuestConfig
+from .crash import CaptureResult, check_trigger, panic_and_capture
+from .errors import DumpUnreadable, EvidenceError, HarnessError, UsageError, VmcoreFormatError
+from .machine import Guest, GuestConfig, GuestState
+from .plan_check import check_memory_budget
+from .results import EXPECTATIONS, ExitStatus, Result, classify, exit_status, parse_result
 from .swarm import SwarmOptions, SwarmPlan, SwarmResult, run_swarm
 from .topology import Topology, snapshot
-from .vmcore import VerifyReport, open_dump, parse_elfcorehdr, verify
+from .vmcore import Dump, VerifyReport, open_dump, parse_elfcorehdr, verify
 
-VERDICTS = ("accurate", "stale", "incomplete", "mismatch", "invalid")
-OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.CAPTURED)
-#: Results for guest failures before the panic (each a distinct, documented result).
-_GUEST_ERROR_RESULTS: dict[type[GuestError], str] = {
-    BootFailure: "boot_failure",
-    KdumpLoadError: "kdump_load_failed",
-    HotplugNotHonoured: "hotplug_not_honoured",
-    KernelUnsuitable: "kernel_unsuitable",
-}
-EXPECTATIONS = VERDICTS + OUTCOMES + tuple(_GUEST_ERROR_RESULTS.values())
+__all__ = ["EXPECTATIONS", "JobResult", "JobSpec", "format_times", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -57,22 +41,30 @@ class JobSpec:
     trigger_cpus: tuple[int, ...] = ()
     panic_after: int | None = None      # panic after this many swarm events (mid-swarm)
     during_reload: bool = False         # panic while a kdump reload is in flight
-    expect: str = "accurate"
+    expect: Result = Result.ACCURATE
 
-    def validate(self) -> None:
-        if self.expect not in EXPECTATIONS:
-            raise UsageError(f"--expect must be one of {', '.join(EXPECTATIONS)}, "
-                             f"not {self.expect!r}")
+    def __post_init__(self) -> None:
+        if not isinstance(self.expect, Result):
+            object.__setattr__(self, "expect", parse_result(str(self.expect)))
+        if self.expect is Result.HARNESS_ERROR:
+            raise UsageError("--expect harness_error: a harness error is never expected")
+
+    def validate(self, config: GuestConfig | None = None) -> None:
+        """Refuse what cannot work, before anything starts (``UsageError``)."""
         if self.panic_after is not None and self.panic_after < 0:
             raise UsageError("--panic-after must be >= 0")
+        check_trigger(self.trigger, self.trigger_cpus,
+                      max_cpus=config.max_cpus if config is not None else None)
+        if config is not None:
+            check_memory_budget(self.plan, config)
 
 
 @dataclass
 class JobResult:
     """Everything the job learned; ``result`` is the verdict or the capture outcome."""
 
-    result: str
-    expected: str
+    result: Result
+    expected: Result
     reason: str
     capture: CaptureResult | None = None
     swarm: SwarmResult | None = None
@@ -90,9 +82,15 @@ class JobResult:
     def passed(self) -> bool:
         return self.result == self.expected
 
+    @property
+    def exit_status(self) -> ExitStatus:
+        """0 as expected, 1 another kernel or guest result, 3 a harness error."""
+        return exit_status(self.result, self.expected)
+
     def to_json_dict(self) -> dict[str, Any]:
         return {
-            "result": self.result, "expected": self.expected, "passed": self.passed,
+            "result": self.result.value, "expected": self.expected.value,
+            "family": self.result.family.value, "passed": self.passed,
             "reason": self.reason, "accel": self.accel, "kernel_release": self.kernel_release,
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
             "boot_faults": self.boot_faults,
@@ -104,44 +102,50 @@ class JobResult:
 
 
 def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobResult:
-    """Run the whole cycle in ``out`` and write ``verdict.json`` (always)."""
-    spec.validate()
+    """Run the whole cycle in ``out`` and write ``verdict.json`` (always).
+
+    Bad usage raises ``UsageError`` before anything starts; every other way the run can
+    end is a ``Result`` (``harness.results.CLASSIFICATION`` maps exceptions to results).
+    """
+    spec.validate(config)
     started = time.monotonic()
-    job = JobResult(result="harness_error", expected=spec.expect, reason="not started",
+    job = JobResult(result=Result.HARNESS_ERROR, expected=spec.expect, reason="not started",
                     run_dir=out, kernel_release=getattr(image, "kernel_release", ""),
                     lock_drift=dict(getattr(image, "lock_drift", {})))
+    guest = Guest(image, config, out)
     try:
-        with Guest(image, config, out) as guest:
-            job.accel = guest.accel.name
-            job.boot_faults = list(guest.boot_faults)
-            job.times.update(boot_to_userspace=guest.times.userspace,
-                             kdump_load=guest.times.guest_kdump_load,
-                             boot_to_kdump_ready=guest.times.kdump_ready)
+        with guest:
+            _boot_facts(job, guest)
             observed = _swarm_and_snapshot(guest, spec, out, job)
             job.capture = panic_and_capture(guest, trigger=spec.trigger,
                                             cpus=spec.trigger_cpus, out=out,
                                             during_reload=spec.during_reload)
         _times_from_capture(job)
         if job.capture.captured:
-            _verify(job, observed, out)
+            _verify(job, observed, out, spec)
         else:
-            job.result = job.capture.outcome.value
+            job.result = Result(job.capture.outcome.value)
             job.reason = job.capture.reason
-    except VmcoreFormatError as exc:
-        # The capture kernel wrote something the readers reject: a finding about the dump.
-        job.result = "invalid"
-        job.reason = str(exc)
-    except GuestError as exc:
-        job.result = _GUEST_ERROR_RESULTS.get(type(exc), "guest_error")
-        job.reason = str(exc)
+    except UsageError:
+        raise
     except HarnessError as exc:
-        job.result = "harness_error"
+        job.result = classify(exc)
         job.reason = str(exc)
     finally:
+        if job.capture is None:
+            _boot_facts(job, guest)     # a boot that failed still says how far it got
         job.times["total"] = time.monotonic() - started
         (out / "verdict.json").write_text(json.dumps(job.to_json_dict(), indent=2,
                                                      default=str) + "\n")
     return job
+
+
+def _boot_facts(job: JobResult, guest: Guest) -> None:
+    job.accel = guest.accel.name if guest.state is not GuestState.NEW else ""
+    job.boot_faults = list(guest.boot_faults)
+    job.times.update(boot_to_userspace=guest.times.userspace,
+                     kdump_load=guest.times.guest_kdump_load,
+                     boot_to_kdump_ready=guest.times.kdump_ready)
 
 
 def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path, job: JobResult) -> Topology:
@@ -171,24 +175,47 @@ def _times_from_capture(job: JobResult) -> None:
                      dump_write=t.dump_written, collect=t.collected)
 
 
-def _verify(job: JobResult, observed: Topology, out: Path) -> None:
+def _verify(job: JobResult, observed: Topology, out: Path, spec: JobSpec) -> None:
     assert job.capture is not None
     t0 = time.monotonic()
     files = job.capture.files
-    dump = open_dump(Path(files["vmcore"]))
-    raw = None
-    if "raw_elfcorehdr" in files:
-        raw = parse_elfcorehdr(Path(files["raw_elfcorehdr"]).read_bytes(),
-                               name=files["raw_elfcorehdr"])
+    raw = _raw_header(job.capture)
+    try:
+        dump = open_dump(Path(files["vmcore"]))
+    except VmcoreFormatError as exc:
+        # The capture kernel wrote something the readers reject: a finding about the dump.
+        raise DumpUnreadable(f"the vmcore cannot be read: {exc}") from exc
     dmesg = (Path(files["vmcore_dmesg"]).read_text(errors="replace")
              if "vmcore_dmesg" in files else None)
+    # With one CPU named for a sysrq panic, its note must show that panic (not idle).
+    panic_cpu = (spec.trigger_cpus[0] if spec.trigger == "sysrq" and spec.trigger_cpus
+                 else None)
     report = verify(dump, observed, panic_window=job.capture.panic_window, raw_header=raw,
-                    dmesg=dmesg)
+                    dmesg=dmesg, panic_cpu=panic_cpu)
     job.times["verify"] = time.monotonic() - t0
     job.report = report
-    job.result = report.verdict.value
+    job.result = Result(report.verdict.value)
     job.reason = f"the vmcore is {report.verdict.value}"
     (out / "report.txt").write_text(report.to_text() + "\n")
+
+
+def _raw_header(capture: CaptureResult) -> Dump | None:
+    """The first kernel's elfcorehdr read from guest memory, or why it is unusable.
+
+    The harness read it: a header that is missing or does not parse is the harness's
+    problem (``EvidenceError``, a harness error), never a verdict about the dump.
+    """
+    if capture.raw_header_problem:
+        raise EvidenceError(capture.raw_header_problem)
+    path = capture.files.get("raw_elfcorehdr")
+    if path is None:
+        return None
+    where = f" at {capture.elfcorehdr_addr:#x}" if capture.elfcorehdr_addr is not None else ""
+    try:
+        return parse_elfcorehdr(Path(path).read_bytes(), name=path)
+    except (VmcoreFormatError, OSError) as exc:
+        raise EvidenceError(f"the raw elfcorehdr read from guest memory{where} does not "
+                            f"parse: {exc}", details=f"evidence: {path}") from exc
 
 
 def format_times(times: dict[str, float | None], order: Sequence[str] = (

@@ -25,16 +25,30 @@ from types import TracebackType
 from typing import Protocol
 
 from . import accel as accel_mod
-from .cmdline import GiB, GuestKernelOptions, MachineSpec, MiB, qemu_args, render_command
-from .console import EMULATOR_FAULTS, Console
+from .cmdline import (
+    GiB,
+    GuestKernelOptions,
+    MachineSpec,
+    MiB,
+    format_size,
+    qemu_args,
+    render_command,
+)
+from .console import CRASH_SIGNATURES, EMULATOR_FAULTS, GUEST_MEMORY_SIGNATURES, Console
 from .errors import (
     BootFailure,
+    GuestOutOfMemory,
     HarnessError,
+    HotplugNotHonoured,
     KdumpLoadError,
     LostVMError,
     QemuLaunchError,
+    SshError,
+    UnexpectedPanic,
     UsageError,
 )
+from .kdump_sizing import explain_load_failure, reserved_size
+from .model import CaptureMode, KexecMode, values
 from .process import die_with_parent, kill_process_group
 from .qmp import Qmp
 from .ssh import CommandResult, GuestSsh, SshKey
@@ -67,8 +81,8 @@ class GuestState(enum.Enum):
     STOPPED = "stopped"
 
 
-KEXEC_MODES = ("file", "classic", "none")
-CAPTURE_MODES = ("headers", "elf", "compressed", "full")
+KEXEC_MODES = values(KexecMode)
+CAPTURE_MODES = values(CaptureMode)
 KERNEL_ENTRIES = ("auto", "bzimage")
 
 
@@ -114,7 +128,21 @@ class GuestConfig:
             raise UsageError(f"kernel entry must be one of {', '.join(KERNEL_ENTRIES)}, "
                              f"not {self.kernel_entry!r}")
         if self.memory < 512 * MiB:
-            raise UsageError("guest memory below 512M leaves no room for a crashkernel")
+            raise UsageError(f"--memory {format_size(self.memory)}: below 512M leaves no room "
+                             "for a crashkernel")
+        if self.memory % (128 * MiB):
+            raise UsageError(f"--memory {format_size(self.memory)} is not a multiple of 128M "
+                             "(the guest's memory block)")
+        if self.max_memory < self.memory:
+            raise UsageError(f"--memory {format_size(self.memory)} is more than --maxmem "
+                             f"{format_size(self.max_memory)} (the ceiling for boot plus "
+                             "hot-added memory): raise --maxmem or lower --memory")
+        if not 1 <= self.cpus <= self.max_cpus:
+            raise UsageError(f"--cpus {self.cpus} (vCPUs at boot) must be between 1 and "
+                             f"--maxcpus {self.max_cpus}")
+        if self.max_cpus > 255:
+            raise UsageError(f"--maxcpus {self.max_cpus}: more than 255 vCPUs needs "
+                             "x2APIC/IOMMU setup the harness does not do")
         if self.boot_retries < 0:
             raise UsageError(f"boot retries must be >= 0, not {self.boot_retries}")
 
@@ -196,6 +224,8 @@ class Guest:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sockdir: Path | None = None
         self._launched_at = 0.0
+        #: Where the console stood when the guest became RUNNING (``check_health`` scans on).
+        self._booted_mark = 0
         self.console: Console
         self.qmp: Qmp
         self.ssh: GuestSsh
@@ -333,7 +363,7 @@ class Guest:
         (self.workdir / "qemu-cmdline.txt").write_text(render_command(self.argv) + "\n")
 
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
-                       timeout=self.timeouts.qmp_command)
+                       timeout=self.timeouts.qmp_command, explain_lost=self._why_lost)
         self.qmp.start()
         self.console = Console(self._sockdir / "console.sock", self.workdir / "console.log")
         self.console.listen()
@@ -408,6 +438,7 @@ class Guest:
         else:
             self.readiness = self.read_readiness()
         self.times.kdump_ready = since()
+        self._booted_mark = self.console.mark()
         (self.workdir / "readiness.json").write_text(
             json.dumps({"readiness": self.readiness.values, "times": self.times.as_dict(),
                         "accel": asdict(self.accel), "boot_faults": self.boot_faults,
@@ -415,11 +446,12 @@ class Guest:
                        indent=2) + "\n")
 
     def _kdump_failure_reason(self, rc: int) -> str:
-        if not self.readiness.get("crashkernel").strip(","):
-            dmesg = self.run("dmesg | grep -i crashkernel").stdout.strip()
-            return ("loading the capture kernel failed: no crashkernel region is reserved "
-                    f"(crashkernel={self.config.crashkernel}; too little guest memory?) {dmesg}")
-        return f"loading the capture kernel failed (kexec exit status {rc})"
+        """kexec's own words, the reservation and what loading would need."""
+        return explain_load_failure(
+            rc, self.kdump_output, crashkernel=self.config.crashkernel,
+            reserved=reserved_size(self.readiness.get("crashkernel")),
+            kernel=self.image.kernel_path,
+            initrd=getattr(self.image, "capture_initrd_path", None))
 
     # -- using the guest ------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
@@ -427,8 +459,53 @@ class Guest:
         """Run a shell command in the guest over SSH."""
         if self.state not in (GuestState.RUNNING, GuestState.LAUNCHING):
             raise HarnessError(f"cannot run commands: the guest is {self.state.value}")
-        return self.ssh.run(command, timeout=timeout or self.timeouts.command, check=check,
-                            stdin=stdin)
+        try:
+            return self.ssh.run(command, timeout=timeout or self.timeouts.command,
+                                check=check, stdin=stdin)
+        except SshError:
+            # A dead QEMU or a guest that panicked or ran out of memory explains a broken
+            # channel better than the channel's own error does.
+            self.check_health(f"running {command[:60]!r}")
+            raise
+
+    def check_health(self, doing: str) -> None:
+        """Fail at once, naming the cause, when the guest can no longer do ``doing``.
+
+        QEMU's own death is a harness error (``LostVMError``); a panic, the OOM killer or
+        memory the kernel refused to add, read from the console, are guest results.  Only
+        meaningful while the guest runs: after a deliberate panic the console is the
+        capture's business.
+        """
+        died = self._why_lost()
+        if died:
+            raise LostVMError(f"{died} (while {doing})")
+        if self.state is not GuestState.RUNNING or not hasattr(self, "console"):
+            return
+        text = self.console.text(self._booted_mark)
+        panic = CRASH_SIGNATURES["panic"].search(text)
+        if panic:
+            raise UnexpectedPanic(f"the guest panicked while {doing}: {_line_at(text, panic)}",
+                                  details="console tail:\n" + self.console.tail())
+        oom = GUEST_MEMORY_SIGNATURES["oom"].search(text)
+        if oom:
+            raise GuestOutOfMemory(f"the guest ran out of memory while {doing}: "
+                                   f"{_line_at(text, oom)}",
+                                   details="console tail:\n" + self.console.tail())
+        refused = GUEST_MEMORY_SIGNATURES["add_memory"].findall(text)
+        if refused:
+            first = GUEST_MEMORY_SIGNATURES["add_memory"].search(text)
+            assert first is not None
+            raise HotplugNotHonoured(
+                f"the guest refused hot-added memory while {doing} ({len(refused)} time(s)): "
+                f"{_line_at(text, first)}", details="console tail:\n" + self.console.tail())
+
+    def _why_lost(self) -> str | None:
+        """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self.wait_exit(0.5)
+        return self.crashed()
 
     def read_readiness(self) -> Readiness:
         return _parse_readiness(self.run("/harness/readiness", check=True).stdout)
@@ -510,6 +587,13 @@ class Guest:
 
 def _parse_readiness(text: str) -> Readiness:
     return Readiness(dict(line.split("=", 1) for line in text.splitlines() if "=" in line))
+
+
+def _line_at(text: str, match: re.Match[str]) -> str:
+    """The whole console line ``match`` is on, stripped."""
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    return text[start:end if end >= 0 else len(text)].strip()
 
 
 def default_cache_dir() -> Path:

@@ -105,9 +105,12 @@ class EventWaiter:
 class Qmp:
     """A synchronous QMP client.  ``start()`` listens; QEMU connects; ``accept()`` handshakes."""
 
-    def __init__(self, socket_path: Path, *, transcript: Path | None, timeout: float) -> None:
+    def __init__(self, socket_path: Path, *, transcript: Path | None, timeout: float,
+                 explain_lost: Callable[[], str | None] | None = None) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        #: Says why the connection went (e.g. "QEMU died (killed by signal 9): ..."), or None.
+        self.explain_lost = explain_lost
         self.transcript = Transcript(transcript)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qmp-loop", daemon=True)
@@ -193,6 +196,9 @@ class Qmp:
                            f"{timeout if timeout is not None else self.timeout:.1f} s") from None
         except (QMPError, ConnectionError, EOFError) as exc:
             self.transcript.record("lost", {"execute": command, "error": repr(exc)})
+            why = self.explain_lost() if self.explain_lost is not None else None
+            if why:
+                raise LostVMError(f"{why} (during QMP {command})") from exc
             raise LostVMError(f"QMP connection lost during {command}: {exc!r}") from exc
         self.transcript.record("reply", {"execute": command, "return": result},
                                elapsed=time.monotonic() - started)

@@ -147,9 +147,18 @@ class GuestSsh:
         return result
 
     def start(self, command: str, *, timeout: float) -> paramiko.Channel:
-        """Start ``command`` without waiting for it (e.g. a panic trigger); caller owns it."""
+        """Start ``command`` without waiting for it (e.g. a panic trigger); caller owns it.
+
+        Raises ``SshError``; with ``maybe_sent`` set when the channel broke while asking
+        for the command to run, so it may have started (a panic trigger breaks the very
+        connection that carried it when the guest dies faster than dropbear answers).
+        """
         chan = self._open(self._check_usable(command), command, timeout)
-        chan.exec_command(command)
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"SSH broke while starting {command!r}: {exc!r}",
+                           maybe_sent=True) from exc
         return chan
 
     def close(self) -> None:

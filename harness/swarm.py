@@ -34,8 +34,9 @@ from . import hotplug as hp
 from .accel import qemu_version
 from .cmdline import MiB, format_size, parse_size
 from .contention import ContentionInjector, ContentionRun, ContentionSpec
-from .errors import HarnessError, HotplugNotHonoured, KernelUnsuitable, LostVMError, UsageError
+from .errors import HarnessError, HotplugNotHonoured, KernelUnsuitable, UsageError
 from .klog import KlogCounts, KlogMarker
+from .model import UpdateStrategy, values
 from .topology import MemoryDevice, Topology, TopologyDiff, diff_topology, expect, observe
 
 if TYPE_CHECKING:
@@ -49,11 +50,7 @@ TRANSCRIPT_VERSION = 1
 #: QEMU 7.2 (Debian bookworm) aborts after vCPU unplugs; 10.0 (bookworm-backports) does not.
 QEMU_SURVIVES_CPU_UNPLUG = (8, 0, 0)
 
-UPDATE_STRATEGIES = ("auto", "kernel", "reload", "reload-each", "none")
-UPDATE_HELP = ("how the kdump image follows hot-plug: kernel (crash hot-plug, 6.6+), reload "
-               "(reload kdump after each phase settles, as a distro's udev rule ends up "
-               "doing), reload-each (after every event), none (negative control); auto picks "
-               "kernel when crash_hotplug reads 1, else reload")
+UPDATE_STRATEGIES = values(UpdateStrategy)
 
 
 # == Plans ===============================================================================
@@ -1003,14 +1000,9 @@ class _Runner:
             time.sleep(0.01)
 
     def _check_alive(self, doing: str) -> None:
-        """Fail at once, not at the deadline, when QEMU itself has gone."""
-        if self.guest.alive():
-            return
-        code = self.guest.wait_exit(0.5)
-        log = Path(self.guest.workdir) / "qemu.log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise LostVMError(f"QEMU exited (status {code}) while {doing}",
-                          details=f"qemu.log tail:\n{tail}")
+        """Fail at once, not at the deadline, when QEMU has gone or the guest showed on
+        its console that it panicked, ran out of memory or refused memory."""
+        self.guest.check_health(doing)
 
     def _poll_ops(self, ops: Sequence[hp.DeviceOp]) -> None:
         """Ask QEMU directly where its events are not enough.
@@ -1101,12 +1093,13 @@ class _Runner:
             diff = self._diff(expected, observed)
             self.transcript.add("observation", what=f"settle phase {report.phase}",
                                 mismatches=[str(m) for m in diff.mismatches])
+            if not diff.ok:
+                self._check_alive(f"settling phase {report.phase}")
             if diff.ok:
                 report.settled = time.monotonic() - start
                 self.transcript.add("observation", what=f"settled phase {report.phase}",
                                     topology=observed.to_json_dict())
                 return
-            self._check_alive(f"settling phase {report.phase}")
             if time.monotonic() >= deadline:
                 report.missing += [str(m) for m in diff.mismatches]
                 self.transcript.add("observation", what=f"unsettled phase {report.phase}",

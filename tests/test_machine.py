@@ -105,3 +105,63 @@ def test_only_known_emulator_faults_under_tcg_are_retried_and_only_so_often(
     with pytest.raises(BootFailure):
         g.launch()
     assert scripted_boots.calls == boots
+
+
+class FakeConsole:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def text(self, start: int = 0) -> str:
+        return self._text[start:]
+
+    def tail(self, lines: int = 40) -> str:
+        return self._text
+
+
+@pytest.mark.parametrize(("console", "error", "message"), [
+    ("[ 9.1] acpi PNP0C80:03: add_memory failed\n[ 9.2] acpi PNP0C80:04: add_memory failed\n",
+     "HotplugNotHonoured", r"refused hot-added memory while settling \(2 time\(s\)\): "
+                           r"\[ 9.1\] acpi PNP0C80:03: add_memory failed"),
+    ("[ 9.1] add_memory failed\n[12.0] Out of memory: Killed process 231 (dropbear) "
+     "total-vm:3000kB\n", "GuestOutOfMemory",
+     r"ran out of memory while settling: .*Killed process 231 \(dropbear\)"),
+    ("[ 7.0] Kernel panic - not syncing: Fatal exception\n", "UnexpectedPanic",
+     r"panicked while settling: .*Fatal exception"),
+])
+def test_health_names_the_guests_own_failure(tmp_path: Path, console: str, error: str,
+                                             message: str) -> None:
+    from harness import errors
+    g = guest(tmp_path)
+    g._proc = subprocess.Popen(["sleep", "30"])
+    try:
+        g.state = GuestState.RUNNING
+        g.console = FakeConsole("booted\n" + console)  # type: ignore[assignment]
+        g._booted_mark = len("booted\n")
+        with pytest.raises(getattr(errors, error), match=message):
+            g.check_health("settling")
+    finally:
+        g._proc.kill()
+        g._proc.wait()
+
+
+def test_health_says_qemu_died_of_its_signal(tmp_path: Path) -> None:
+    from harness.errors import LostVMError
+    g = guest(tmp_path)
+    (tmp_path / "qemu.log").write_text("qemu-system-x86_64: terminating on signal 9\n")
+    g._proc = subprocess.Popen(["sh", "-c", "kill -KILL $$"])
+    g._proc.wait()
+    with pytest.raises(LostVMError, match=r"QEMU died \(killed by signal 9\).*\(while "
+                                          r"running 'true'\)"):
+        g.check_health("running 'true'")
+
+
+def test_a_guest_panic_before_boot_finished_is_not_scanned_again(tmp_path: Path) -> None:
+    g = guest(tmp_path)
+    g._proc = subprocess.Popen(["sleep", "30"])
+    try:
+        g.state = GuestState.PANICKED      # after a deliberate trigger: the capture's business
+        g.console = FakeConsole("Kernel panic - not syncing: sysrq\n")  # type: ignore[assignment]
+        g.check_health("capturing")
+    finally:
+        g._proc.kill()
+        g._proc.wait()

@@ -13,10 +13,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..images import build_image
-from ..machine import Guest, GuestConfig, ImageLike
-from ..stats import Summary, summarize
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..machine import ImageLike
+    from ..stats import Summary
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,6 +54,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..bench import bench_boot, bench_crash
     from ..cmdline import parse_size
+    from ..images import build_image
+    from ..machine import GuestConfig
 
     image = build_image(args.profile)
     memory = parse_size(args.memory)
@@ -84,6 +87,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_audit(image: ImageLike, runs: int,
                  report: Callable[[str], None]) -> list[Summary]:
     from ..live_audit import audit
+    from ..machine import Guest, GuestConfig
+    from ..stats import summarize
 
     rounds: list[float] = []
     reads: list[float] = []
@@ -99,6 +104,8 @@ def _bench_audit(image: ImageLike, runs: int,
 
 def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None]) -> list[Summary]:
     from ..job import JobSpec, run_job
+    from ..machine import GuestConfig
+    from ..stats import summarize
     from ..swarm import SwarmSpec, build_plan
 
     totals: list[float] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..machine import Guest
 from .common import (
     add_guest_options,
     add_image_options,
@@ -15,6 +15,9 @@ from .common import (
     print_json,
     run_dir,
 )
+
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..machine import Guest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    from ..machine import Guest
+
     image = build_image_from_args(args)
     config = guest_config(args)
     out = run_dir(args, "boot")

@@ -8,11 +8,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cmdline import parse_size
 from ..errors import UsageError
-from ..machine import CAPTURE_MODES, KEXEC_MODES, GuestConfig
+from ..model import Accel, CaptureMode, KexecMode, values
+
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..machine import GuestConfig
 
 PROFILES = ("bookworm", "trixie", "sid")
 
@@ -42,12 +45,12 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slots", type=int, default=64, help="DIMM slots (default 64)")
     g.add_argument("--maxmem", default="20G", help="memory ceiling for hot-plug (default 20G)")
     g.add_argument("--crashkernel", default="256M", help="crashkernel= reservation (default 256M)")
-    g.add_argument("--kexec", default="file", choices=KEXEC_MODES,
+    g.add_argument("--kexec", default="file", choices=values(KexecMode),
                    help="how to load the capture kernel: file (kexec_file_load), "
                         "classic (kexec_load --hotplug) or none")
     g.add_argument("--no-kexec-hotplug", action="store_true",
                    help="with --kexec classic: do not pass --hotplug")
-    g.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+    g.add_argument("--accel", default="auto", choices=values(Accel),
                    help="auto tries KVM with a probe boot and falls back to TCG")
     g.add_argument("--memhp-default-state", default="online_movable",
                    help="how hot-added memory comes online (online, online_movable, offline)")
@@ -62,9 +65,11 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
                  **overrides: Any) -> GuestConfig:
     """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
     then ``extra_kernel_args``)."""
+    from ..machine import GuestConfig
+
     capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))
-    if capture not in CAPTURE_MODES:
-        raise UsageError(f"--mode must be one of {', '.join(CAPTURE_MODES)}")
+    if capture not in values(CaptureMode):
+        raise UsageError(f"--mode must be one of {', '.join(values(CaptureMode))}")
     cfg = GuestConfig(
         memory=parse_size(args.memory), cpus=args.cpus, max_cpus=args.maxcpus,
         memory_slots=args.slots, max_memory=parse_size(args.maxmem),

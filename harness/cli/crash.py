@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..crash import TRIGGERS, CaptureResult, Outcome, panic_and_capture
-from ..machine import CAPTURE_MODES, Guest
+from ..model import CaptureMode, Trigger, values
 from .common import (
     add_guest_options,
     add_image_options,
@@ -17,6 +17,9 @@ from .common import (
     run_dir,
 )
 
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..crash import CaptureResult
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("crash", help="boot a guest, panic it and collect the vmcore",
@@ -25,19 +28,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "vmcore was captured.")
     add_image_options(p)
     add_guest_options(p)
-    p.add_argument("--trigger", default="sysrq", choices=TRIGGERS,
+    p.add_argument("--trigger", default="sysrq", choices=values(Trigger),
                    help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: every "
                         "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
     p.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
                    help="CPU to trigger on (repeat for sysrq-multi)")
     p.add_argument("--during-reload", action="store_true",
                    help="panic while a kdump reload is in flight (the kexec lock is held)")
-    p.add_argument("--mode", default="headers", choices=CAPTURE_MODES,
+    p.add_argument("--mode", default="headers", choices=values(CaptureMode),
                    help="what the capture kernel saves (default headers)")
     p.set_defaults(func=cmd_crash)
 
 
 def print_capture(result: CaptureResult, out: object) -> None:
+    from ..crash import Outcome
+
     t = result.times
     print(f"outcome: {result.outcome.value}: {result.reason}")
     if result.panic_message:
@@ -54,8 +59,12 @@ def print_capture(result: CaptureResult, out: object) -> None:
 
 
 def cmd_crash(args: argparse.Namespace) -> int:
-    image = build_image_from_args(args)
+    from ..crash import check_trigger, panic_and_capture
+    from ..machine import Guest
+
     config = guest_config(args, capture_mode=args.mode)
+    check_trigger(args.trigger, tuple(args.cpu), max_cpus=config.max_cpus)
+    image = build_image_from_args(args)
     out = run_dir(args, "crash")
     with Guest(image, config, out) as guest:
         result = panic_and_capture(guest, trigger=args.trigger, cpus=tuple(args.cpu), out=out,

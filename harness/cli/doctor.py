@@ -11,8 +11,6 @@ from pathlib import Path
 
 from .. import accel
 from ..errors import HarnessError
-from ..machine import default_cache_dir
-from ..swarm import QEMU_SURVIVES_CPU_UNPLUG
 from .common import print_json
 
 #: Free space a cache needs: a few hundred MB of packages and images per profile.
@@ -39,6 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check_qemu() -> Check:
+    from ..swarm import QEMU_SURVIVES_CPU_UNPLUG
+
     try:
         binary = accel.qemu_binary()
         version = accel.qemu_version(binary)
@@ -92,6 +92,8 @@ def check_apt(probe: bool) -> Check:
 
 
 def check_disk() -> Check:
+    from ..machine import default_cache_dir
+
     cache = default_cache_dir()
     probe = cache if cache.exists() else cache.parent
     while not probe.exists():

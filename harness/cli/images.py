@@ -7,10 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..images import FLAVOURS, GuestImage, build_image, image_path, list_images, load_profiles
+from ..images.profiles import FLAVOURS, load_profiles
+
+if TYPE_CHECKING:    # the parser is built without loading the image builder
+    from ..images.builder import GuestImage
 
 HELP_PROFILE = "guest profile: bookworm (Linux 6.1), trixie (6.12), sid (7.x); default trixie"
 HELP_FLAVOUR = "Debian kernel flavour: cloud (default, smaller, boots faster) or generic"
@@ -141,6 +144,8 @@ def _json(image: GuestImage) -> dict[str, Any]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from ..images import build_image
+
     _progress_to_stderr()
     image = build_image(**_selection(args), mirror=args.mirror, rebuild=args.rebuild,
                         lock="strict" if args.locked else None)
@@ -152,6 +157,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from ..images import list_images
+
     images = list_images()
     if args.json:
         print(json.dumps([_json(i) for i in images], indent=2, sort_keys=True))
@@ -167,6 +174,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
+    from ..images import image_path
+
     path = image_path(**_selection(args))
     print(path)
     if not (path / "image.json").is_file():

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..contention import parse_contention
-from ..crash import TRIGGERS
-from ..images.builder import format_drift
-from ..job import EXPECTATIONS, JobResult, JobSpec, format_times, run_job
-from ..machine import CAPTURE_MODES
-from ..swarm import SwarmOptions
+from ..model import CaptureMode, Trigger, values
+from ..results import EXPECTATIONS
 from .common import (
     add_guest_options,
     add_image_options,
@@ -20,11 +17,15 @@ from .common import (
 )
 from .swarm import add_swarm_options, plan_from_args, swarm_guest_config
 
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..job import JobResult
+
 DESCRIPTION = """\
 One whole cycle: boot a kdump-ready guest, run a hot-plug swarm, snapshot the topology,
 panic, capture the vmcore, collect it and verify it against the topology.  Prints the
 verifier's report and the phase times.  Exit status 0 only when the result is the expected
-one (--expect, default accurate), 1 otherwise, 2 for bad usage, 3 for a harness failure.
+one (--expect, default accurate), 1 another result, 2 bad usage (refused before anything
+starts), 3 a harness failure (QEMU, QMP, SSH or the host: says nothing about the kernel).
 
 With no options: trixie, 8 x 256M DIMMs and 2 vCPUs hot-added in a burst, sysrq, headers."""
 
@@ -38,20 +39,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_guest_options(p)
     add_swarm_options(p, dimms="8x256M", add_cpus=2)
     c = p.add_argument_group("panic and capture")
-    c.add_argument("--trigger", default="sysrq", choices=TRIGGERS)
+    c.add_argument("--trigger", default="sysrq", choices=values(Trigger))
     c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
                    help="CPU(s) to trigger the panic on")
     c.add_argument("--panic-after", type=int, metavar="K",
                    help="panic after K swarm events instead of after the swarm settles")
     c.add_argument("--during-reload", action="store_true",
                    help="panic while a kdump reload is in flight (the kexec lock is held)")
-    c.add_argument("--mode", default="headers", choices=CAPTURE_MODES)
+    c.add_argument("--mode", default="headers", choices=values(CaptureMode))
     c.add_argument("--expect", default="accurate", choices=EXPECTATIONS,
                    help="the result that counts as success (stale: a negative control)")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..contention import parse_contention
+    from ..job import JobSpec, run_job
+    from ..swarm import SwarmOptions
+
     plan = plan_from_args(args)
     config = swarm_guest_config(args, capture_mode=args.mode)
     spec = JobSpec(plan=plan, swarm_options=SwarmOptions(update=args.update,
@@ -60,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    trigger=args.trigger, trigger_cpus=tuple(args.cpu),
                    panic_after=args.panic_after, during_reload=args.during_reload,
                    expect=args.expect)
-    spec.validate()
+    spec.validate(config)      # everything refusable is refused before the image build
     image = build_image_from_args(args)
     out = run_dir(args, "run")
     if not args.json:
@@ -71,10 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(job.to_json_dict())
     else:
         print_job(job)
-    return 0 if job.passed else 1
+    return int(job.exit_status)
 
 
 def print_job(job: JobResult) -> None:
+    from ..images.builder import format_drift
+    from ..job import format_times
+
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
     for fault in job.boot_faults:
         print(f"note: {fault}")

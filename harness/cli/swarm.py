@@ -15,33 +15,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cmdline import format_size, parse_size
-from ..contention import KINDS as CONTENTION_KINDS
-from ..contention import boot_args_for, parse_contention
 from ..errors import UsageError
-from ..hotplug import virtio_mem_qemu_args
-from ..machine import Guest, GuestConfig
-from ..swarm import (
-    UPDATE_HELP,
-    UPDATE_STRATEGIES,
-    ReplayResult,
-    SwarmOptions,
-    SwarmPlan,
-    SwarmResult,
-    SwarmSpec,
-    SwarmTranscript,
-    build_plan,
-    guest_config_from_transcript,
-    parse_dimms,
-    parse_timing,
-    parse_virtio_mem,
-    random_plan,
-    replay,
-    run_swarm,
-)
-from ..topology import Topology, format_cpu_list
+from ..model import UPDATE_HELP, Accel, ContentionKind, UpdateStrategy, values
+
+if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..machine import GuestConfig
+    from ..swarm import ReplayResult, SwarmPlan, SwarmResult
+    from ..topology import Topology
 from .common import (
     add_guest_options,
     add_image_options,
@@ -64,7 +47,7 @@ To run a recorded swarm again on a fresh guest: kdump-harness swarm replay TRANS
 
 CONTENTION_HELP = (
     "contention during the swarm, repeatable: KIND[:cpu=N,offset=S,count=N,sync=lock|none] "
-    f"with KIND one of {', '.join(CONTENTION_KINDS)}; reload = a kdump reload pinned to the "
+    f"with KIND one of {', '.join(values(ContentionKind))}; reload = a kdump reload pinned to the "
     "ACPI-IRQ CPU, the swarm starting once the guest reports that kexec_file_load holds the "
     "kexec lock (sync=none: OFFSET seconds after it starts; reproduces the trylock "
     "failure; the guest boots with preempt=full), udev = a udev-like handler reloading "
@@ -108,7 +91,7 @@ def add_swarm_options(p: argparse.ArgumentParser, *, dimms: str, add_cpus: int) 
                    help="burst (back to back, default), paced:SECONDS or waves:SIZE:SECONDS")
     g.add_argument("--contention", action="append", default=[], metavar="SPEC",
                    help=CONTENTION_HELP)
-    g.add_argument("--update", default="auto", choices=UPDATE_STRATEGIES, help=UPDATE_HELP)
+    g.add_argument("--update", default="auto", choices=values(UpdateStrategy), help=UPDATE_HELP)
     g.add_argument("--settle-timeout", type=float, metavar="SECONDS",
                    help="deadline for each phase to settle (default: the scaled settle timeout)")
 
@@ -137,7 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(profile=None)   # default: the transcript's profile
     r.add_argument("--timing", default="plan", choices=("plan", "recorded"),
                    help="plan: the plan's delays; recorded: the gaps measured in the original")
-    r.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    r.add_argument("--accel", default="auto", choices=values(Accel))
     r.add_argument("--out", type=Path, help="run directory (default ./runs/swarm-replay-<time>)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=cmd_swarm)
@@ -147,6 +130,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
     """The plan the options describe (also used by tests and the benchmark)."""
+    from ..swarm import (
+        SwarmSpec,
+        build_plan,
+        parse_dimms,
+        parse_timing,
+        parse_virtio_mem,
+        random_plan,
+    )
+
     dimms = parse_dimms(args.dimms) if args.dimms else ()
     grow, shrink = parse_virtio_mem(args.virtio_mem) if args.virtio_mem else (None, None)
     timing = parse_timing(args.timing)
@@ -164,6 +156,9 @@ def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
 
 def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
     """The guest a swarm needs: room for the hot-added vCPUs, the virtio-mem device."""
+    from ..contention import boot_args_for, parse_contention
+    from ..hotplug import virtio_mem_qemu_args
+
     if args.cpus + args.add_cpus > args.maxcpus:
         raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
                          f"--maxcpus {args.maxcpus}")
@@ -176,6 +171,8 @@ def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfi
 
 
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
+    from ..swarm import parse_virtio_mem
+
     if not args.virtio_mem:
         return None
     grow, _ = parse_virtio_mem(args.virtio_mem)
@@ -189,10 +186,16 @@ def _virtio_mem_region(args: argparse.Namespace) -> int | None:
 
 
 def cmd_swarm(args: argparse.Namespace) -> int:
+    from ..contention import parse_contention
+    from ..machine import Guest
+    from ..plan_check import check_memory_budget
+    from ..swarm import SwarmOptions, run_swarm
+
     if args.swarm_command == "replay":
         return cmd_replay(args)
     plan = plan_from_args(args)
     config = swarm_guest_config(args)
+    check_memory_budget(plan, config)      # refused before the image build, not after a boot
     contention = [parse_contention(c) for c in args.contention]
     options = SwarmOptions(update=args.update, settle_timeout=args.settle_timeout)
     image = build_image_from_args(args)
@@ -213,6 +216,9 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from ..machine import Guest
+    from ..swarm import SwarmTranscript, guest_config_from_transcript, replay
+
     transcript = SwarmTranscript.load(args.transcript)
     args.profile = args.profile or transcript.guest.get("profile") or "trixie"
     image = build_image_from_args(args)
@@ -249,6 +255,8 @@ def save_artifacts(result: SwarmResult, out: Path) -> None:
 
 
 def topology_lines(topo: Topology) -> list[str]:
+    from ..topology import format_cpu_list
+
     ram = ", ".join(str(r) for r in topo.system_ram)
     total = sum(r.size for r in topo.system_ram)
     return [

@@ -28,17 +28,41 @@ Initramfs layout (userspace.cpio; the first kernel's initrd adds /boot)::
 
 from __future__ import annotations
 
-from .builder import (
-    CUSTOM_FLAVOUR,
-    GuestImage,
-    build_image,
-    image_path,
-    list_images,
-    lock_file_path,
-    plan_build,
-)
-from .kconfig import check_kernel_config, describe_kernel_config, has_crash_hotplug
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .profiles import FLAVOURS, Profile, ProfileSet, load_profiles
+
+if TYPE_CHECKING:
+    from .builder import (
+        CUSTOM_FLAVOUR,
+        GuestImage,
+        build_image,
+        image_path,
+        list_images,
+        lock_file_path,
+        plan_build,
+    )
+    from .kconfig import check_kernel_config, describe_kernel_config, has_crash_hotplug
+
+#: Names loaded on first use: the builder pulls in apt, cpio and ELF tooling, which the
+#: command line's parser and the guest machinery do not need (PEP 562).
+_LAZY = {
+    "CUSTOM_FLAVOUR": "builder", "GuestImage": "builder", "build_image": "builder",
+    "image_path": "builder", "list_images": "builder", "lock_file_path": "builder",
+    "plan_build": "builder", "check_kernel_config": "kconfig",
+    "describe_kernel_config": "kconfig", "has_crash_hotplug": "kconfig",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CUSTOM_FLAVOUR",

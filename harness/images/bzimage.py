@@ -59,3 +59,30 @@ def kernel_release_of(path: Path) -> str:
     except OSError as exc:
         raise UsageError(f"cannot read kernel {path}: {exc.strerror}") from None
     return kernel_release(blob, str(path))
+
+
+PROTOCOL_OFFSET = 0x206
+INIT_SIZE_OFFSET = 0x260
+#: ``init_size`` exists from boot protocol 2.10 on.
+INIT_SIZE_PROTOCOL = 0x020A
+
+
+def init_size_of(path: Path) -> int | None:
+    """The memory the kernel needs from its load address until it runs (``init_size``:
+    the decompressed kernel plus its early allocations), or None when the header lacks it.
+
+    kexec_file_load reserves this much for the kernel inside the crashkernel region.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(INIT_SIZE_OFFSET + 4)
+    except OSError:
+        return None
+    if len(head) < INIT_SIZE_OFFSET + 4 or head[HEADER_MAGIC_OFFSET:HEADER_MAGIC_OFFSET + 4] \
+            != b"HdrS":
+        return None
+    (protocol,) = struct.unpack_from("<H", head, PROTOCOL_OFFSET)
+    if protocol < INIT_SIZE_PROTOCOL:
+        return None
+    (size,) = struct.unpack_from("<I", head, INIT_SIZE_OFFSET)
+    return int(size)
