@@ -116,13 +116,13 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
     try:
         with guest:
             _boot_facts(job, guest)
-            observed = _swarm_and_snapshot(guest, spec, out, job)
+            expected, observed = _swarm_and_snapshot(guest, spec, out, job)
             job.capture = panic_and_capture(guest, trigger=spec.trigger,
                                             cpus=spec.trigger_cpus, out=out,
                                             during_reload=spec.during_reload)
         _times_from_capture(job)
         if job.capture.captured:
-            _verify(job, observed, out, spec)
+            _verify(job, expected, observed, out, spec)
         else:
             job.result = Result(job.capture.outcome.value)
             job.reason = job.capture.reason
@@ -148,7 +148,10 @@ def _boot_facts(job: JobResult, guest: Guest) -> None:
                      boot_to_kdump_ready=guest.times.kdump_ready)
 
 
-def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path, job: JobResult) -> Topology:
+def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
+                        job: JobResult) -> tuple[Topology, Topology]:
+    """Run the swarm (if any) and return QMP's and the guest's topology just before the
+    panic (saved as topology-expected.json and topology-at-panic.json)."""
     t0 = time.monotonic()
     if spec.plan.events:
         job.swarm = run_swarm(guest, spec.plan, options=spec.swarm_options,
@@ -164,8 +167,7 @@ def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path, job: JobResult) 
     expected, observed = snapshot(guest)
     expected.save(out / "topology-expected.json")
     observed.save(out / "topology-at-panic.json")
-    return observed.with_changes(memory_devices=expected.memory_devices,
-                                 cpu_slots=expected.cpu_slots)
+    return expected, observed
 
 
 def _times_from_capture(job: JobResult) -> None:
@@ -175,7 +177,8 @@ def _times_from_capture(job: JobResult) -> None:
                      dump_write=t.dump_written, collect=t.collected)
 
 
-def _verify(job: JobResult, observed: Topology, out: Path, spec: JobSpec) -> None:
+def _verify(job: JobResult, expected: Topology, observed: Topology, out: Path,
+            spec: JobSpec) -> None:
     assert job.capture is not None
     t0 = time.monotonic()
     files = job.capture.files
@@ -190,13 +193,14 @@ def _verify(job: JobResult, observed: Topology, out: Path, spec: JobSpec) -> Non
     # With one CPU named for a sysrq panic, its note must show that panic (not idle).
     panic_cpu = (spec.trigger_cpus[0] if spec.trigger == "sysrq" and spec.trigger_cpus
                  else None)
-    report = verify(dump, observed, panic_window=job.capture.panic_window, raw_header=raw,
-                    dmesg=dmesg, panic_cpu=panic_cpu)
+    # QMP's view names the DIMMs and is cross-checked with the guest's System RAM.
+    report = verify(dump, observed, expected=expected, panic_window=job.capture.panic_window,
+                    raw_header=raw, dmesg=dmesg, panic_cpu=panic_cpu)
     job.times["verify"] = time.monotonic() - t0
     job.report = report
     job.result = Result(report.verdict.value)
     job.reason = f"the vmcore is {report.verdict.value}"
-    (out / "report.txt").write_text(report.to_text() + "\n")
+    (out / "report.txt").write_text(report.to_text(verbose=True) + "\n")
 
 
 def _raw_header(capture: CaptureResult) -> Dump | None:

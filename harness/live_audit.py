@@ -82,7 +82,9 @@ def audit(guest: Guest, *, topology: Topology | None = None,
         raw = read_elfcorehdr(guest, location.addr)
         read_seconds = time.monotonic() - t0
         try:
-            report = audit_elfcorehdr(raw, topology)
+            # The VMCOREINFO note the header points at is read too: OSRELEASE is checked.
+            report = audit_elfcorehdr(raw, topology,
+                                      read_phys=lambda a, n: read_phys(guest, a, n))
         except VmcoreFormatError as exc:
             last_error = exc
             continue

@@ -18,6 +18,13 @@ class Accel(StrEnum):
     TCG = "tcg"
 
 
+class Flavour(StrEnum):
+    """Which Debian kernel flavour a profile's image uses (``custom``: your own kernel)."""
+
+    CLOUD = "cloud"          # smaller, boots faster
+    GENERIC = "generic"
+
+
 class KexecMode(StrEnum):
     """How the capture kernel is loaded."""
 

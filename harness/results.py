@@ -55,7 +55,7 @@ class ExitStatus(IntEnum):
 class Result(StrEnum):
     """Every way a run can end (``README.md`` has the table for users)."""
 
-    # The verifier's verdict on a captured dump (vmcore.verify.Verdict).
+    # The verifier's verdict on a captured dump (vmcore.verifier.Verdict).
     ACCURATE = "accurate"
     STALE = "stale"
     INCOMPLETE = "incomplete"

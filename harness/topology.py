@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +27,13 @@ if TYPE_CHECKING:
     from .machine import Guest
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class AddressRange:
-    """A half-open physical address range ``[start, end)``."""
+    """A half-open physical address range ``[start, end)``.
+
+    Slotted: a dump at the kernel's limits has 16384 of these per view, and a
+    ``__dict__`` per range would triple their memory.
+    """
 
     start: int
     end: int
@@ -48,50 +53,84 @@ class AddressRange:
         return f"[{self.start:#x}-{self.end:#x})"
 
 
+# The range algebra below is O(n log n): one sort, then linear sweeps over sorted, merged
+# inputs.  A crash header may hold 8192 ranges (CONFIG_CRASH_MAX_MEMORY_RANGES) and the
+# verifier combines several such lists, so anything quadratic costs seconds.
+
+
+class _Merged(tuple[AddressRange, ...]):
+    """A tuple of ranges known to be sorted, disjoint, non-adjacent and non-empty.
+
+    Every function below returns one, and ``merge_ranges`` hands one back untouched, so
+    chained set operations sort once instead of at every step.
+    """
+
+    __slots__ = ()
+
+
+_SPAN = attrgetter("start", "end")
+
+
 def merge_ranges(ranges: Iterable[AddressRange]) -> tuple[AddressRange, ...]:
     """Sort and merge overlapping or adjacent ranges."""
+    if isinstance(ranges, _Merged):
+        return ranges
     merged: list[AddressRange] = []
-    for r in sorted(ranges):
-        if r.size == 0:
+    for r in sorted(ranges, key=_SPAN):
+        if r.start == r.end:
             continue
         if merged and r.start <= merged[-1].end:
             last = merged[-1]
-            merged[-1] = AddressRange(last.start, max(last.end, r.end))
+            if r.end > last.end:
+                merged[-1] = AddressRange(last.start, r.end)
         else:
             merged.append(r)
-    return tuple(merged)
+    return _Merged(merged)
 
 
 def subtract_ranges(
     ranges: Iterable[AddressRange], holes: Iterable[AddressRange]
 ) -> tuple[AddressRange, ...]:
     """``ranges`` minus every byte covered by ``holes``, merged."""
-    result = list(merge_ranges(ranges))
-    for hole in merge_ranges(holes):
-        next_result: list[AddressRange] = []
-        for r in result:
-            if not r.overlaps(hole):
-                next_result.append(r)
-                continue
-            if r.start < hole.start:
-                next_result.append(AddressRange(r.start, hole.start))
-            if hole.end < r.end:
-                next_result.append(AddressRange(hole.end, r.end))
-        result = next_result
-    return merge_ranges(result)
+    pieces = merge_ranges(ranges)
+    gaps = merge_ranges(holes)
+    out: list[AddressRange] = []
+    first = 0           # the first hole that may still reach a later piece
+    for r in pieces:
+        while first < len(gaps) and gaps[first].end <= r.start:
+            first += 1
+        start = r.start
+        k = first
+        while k < len(gaps) and gaps[k].start < r.end:
+            if gaps[k].start > start:
+                out.append(AddressRange(start, gaps[k].start))
+            start = max(start, gaps[k].end)
+            k += 1
+        if start == r.start:
+            out.append(r)
+        elif start < r.end:
+            out.append(AddressRange(start, r.end))
+    # Pieces of disjoint, non-adjacent inputs cut by holes stay disjoint and non-adjacent.
+    return _Merged(out)
 
 
 def intersect_ranges(
     a: Iterable[AddressRange], b: Iterable[AddressRange]
 ) -> tuple[AddressRange, ...]:
     """Bytes covered by both ``a`` and ``b``, merged."""
+    xs, ys = merge_ranges(a), merge_ranges(b)
     out: list[AddressRange] = []
-    for x in merge_ranges(a):
-        for y in merge_ranges(b):
-            lo, hi = max(x.start, y.start), min(x.end, y.end)
-            if lo < hi:
-                out.append(AddressRange(lo, hi))
-    return merge_ranges(out)
+    i = j = 0
+    while i < len(xs) and j < len(ys):
+        x, y = xs[i], ys[j]
+        lo, hi = max(x.start, y.start), min(x.end, y.end)
+        if lo < hi:
+            out.append(x if (lo, hi) == (x.start, x.end) else AddressRange(lo, hi))
+        if x.end < y.end:
+            i += 1
+        else:
+            j += 1
+    return _Merged(out)
 
 
 @dataclass(frozen=True)
@@ -176,6 +215,28 @@ class MemoryDevice:
     def range(self) -> AddressRange:
         return AddressRange(self.addr, self.addr + self.size)
 
+    @property
+    def extent(self) -> AddressRange:
+        """The address space the device occupies: a DIMM's range, a virtio-mem region."""
+        return AddressRange(self.addr, self.addr + max(self.size, self.region_size or 0))
+
+
+def check_devices_disjoint(devices: Sequence[MemoryDevice]) -> None:
+    """Raise ``ValueError`` naming two memory devices whose address spaces overlap.
+
+    QEMU places every device in its own part of the device-memory region, so overlapping
+    devices describe no machine: a snapshot that has them was edited or corrupted, and
+    every comparison made with it would blame the kernel for the snapshot's fault.
+    """
+    placed = sorted((d for d in devices if d.extent.size), key=lambda d: (d.addr, d.extent.end))
+    widest: MemoryDevice | None = None
+    for dev in placed:
+        if widest is not None and dev.addr < widest.extent.end:
+            raise ValueError(f"memory devices {widest.id or '(no id)'} {widest.extent} and "
+                             f"{dev.id or '(no id)'} {dev.extent} overlap")
+        if widest is None or dev.extent.end > widest.extent.end:
+            widest = dev
+
 
 @dataclass(frozen=True)
 class CpuSlot:
@@ -219,6 +280,11 @@ class Topology:
     # CPU's ACPI object: QEMU calls them \_SB.CPUS.Cxxx with xxx the cpu-index in hex
     # (hw/acpi/cpu.c, CPU_NAME_FMT).  This is how a guest CPU is matched to its vCPU.
     cpu_firmware_ids: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Refused when built (from QMP, JSON or replace()) rather than reported by each
+        # consumer: the diff and the verifier would otherwise each invent a verdict for it.
+        check_devices_disjoint(self.memory_devices)
 
     def with_changes(self, **changes: Any) -> Topology:
         return replace(self, **changes)

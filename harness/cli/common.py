@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cmdline import parse_size
 from ..errors import UsageError
-from ..model import Accel, CaptureMode, KexecMode, values
+from ..model import Accel, CaptureMode, Flavour, KexecMode, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
     from ..machine import GuestConfig
@@ -24,7 +23,7 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("guest image")
     g.add_argument("--profile", default="trixie", choices=PROFILES,
                    help="Debian kernel and userspace: bookworm (6.1), trixie (6.12), sid (7.x)")
-    g.add_argument("--flavour", default="cloud", choices=("cloud", "generic"),
+    g.add_argument("--flavour", default="cloud", choices=values(Flavour),
                    help="kernel flavour (cloud boots faster)")
     g.add_argument("--kernel", type=Path, help="your own bzImage instead of the profile's kernel")
     g.add_argument("--modules", type=Path,
@@ -65,6 +64,7 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
                  **overrides: Any) -> GuestConfig:
     """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
     then ``extra_kernel_args``)."""
+    from ..cmdline import parse_size
     from ..machine import GuestConfig
 
     capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))

@@ -9,7 +9,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import accel
 from ..errors import HarnessError
 from .common import print_json
 
@@ -37,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check_qemu() -> Check:
+    from .. import accel
     from ..swarm import QEMU_SURVIVES_CPU_UNPLUG
 
     try:
@@ -65,6 +65,8 @@ def check_kvm(probe: bool) -> Check:
     images = list_images()
     if not images:
         return Check("kvm", True, "no built image to probe with", "kdump-harness images build")
+    from .. import accel
+
     ok, why = accel.probe_kvm(Path(images[0].kernel_path))
     return Check("kvm", True, ("KVM works: " if ok else "KVM unusable, TCG will be used: ") + why)
 

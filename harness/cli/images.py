@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..images.profiles import FLAVOURS, load_profiles
+from ..model import Flavour, values
 
 if TYPE_CHECKING:    # the parser is built without loading the image builder
     from ..images.builder import GuestImage
@@ -77,7 +76,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help=HELP_PROFILE)
-    p.add_argument("--flavour", default="cloud", choices=FLAVOURS, help=HELP_FLAVOUR)
+    p.add_argument("--flavour", default="cloud", choices=values(Flavour), help=HELP_FLAVOUR)
     p.add_argument("--kernel", type=Path, metavar="BZIMAGE",
                    help="your own kernel (arch/x86/boot/bzImage) instead of Debian's")
     p.add_argument("--modules", type=Path, metavar="DIR",
@@ -91,6 +90,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 def _selection(args: argparse.Namespace) -> dict[str, Any]:
     if (args.modules or args.config) and not args.kernel:
         raise UsageError("--modules and --config go with --kernel")
+    from ..images.profiles import load_profiles
+
     profile = args.profile or load_profiles().default_profile
     return {"profile": profile, "flavour": args.flavour, "kernel": args.kernel,
             "modules_dir": args.modules, "config": args.config, "rootfs": args.rootfs}
@@ -98,6 +99,8 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
 
 def _progress_to_stderr() -> None:
     """Show the builder's progress (downloads, builds) unless logging is set up already."""
+    import logging
+
     logger = logging.getLogger("harness.images")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -203,6 +206,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     from ..images.packages import update_lock
 
     _progress_to_stderr()
+    from ..images.profiles import load_profiles
+
     profiles = load_profiles()
     chosen = [profiles.get(args.profile)] if args.profile else list(profiles.profiles.values())
     path = lock_file_path()

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cmdline import format_size, parse_size
 from ..errors import UsageError
 from ..model import UPDATE_HELP, Accel, ContentionKind, UpdateStrategy, values
 
@@ -130,6 +129,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
     """The plan the options describe (also used by tests and the benchmark)."""
+    from ..cmdline import parse_size
     from ..swarm import (
         SwarmSpec,
         build_plan,
@@ -171,6 +171,7 @@ def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfi
 
 
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
+    from ..cmdline import parse_size
     from ..swarm import parse_virtio_mem
 
     if not args.virtio_mem:
@@ -255,6 +256,7 @@ def save_artifacts(result: SwarmResult, out: Path) -> None:
 
 
 def topology_lines(topo: Topology) -> list[str]:
+    from ..cmdline import format_size
     from ..topology import format_cpu_list
 
     ram = ", ".join(str(r) for r in topo.system_ram)

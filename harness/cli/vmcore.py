@@ -11,16 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import VmcoreFormatError
-from ..topology import Topology
 from ..vmcore.constants import DumpFormat
-from ..vmcore.flattened import rebuild_flattened_file
-from ..vmcore.model import Dump
-from ..vmcore.reader import open_dump
-from ..vmcore.summary import describe_dump
-from ..vmcore.verify import verify
+
+if TYPE_CHECKING:    # each command loads what it uses: inspect needs no verifier
+    from ..topology import Topology
+    from ..vmcore.model import Dump
 
 EXIT_ACCURATE = 0
 EXIT_NOT_ACCURATE = 1
@@ -59,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument("--topology", type=Path, required=True, metavar="SNAPSHOT.json",
                        help="the observed topology snapshot taken before the panic")
     check.add_argument("--expected", type=Path, metavar="SNAPSHOT.json",
-                       help="the QMP (expected) snapshot, to name DIMMs the guest view lacks")
+                       help="the QMP (expected) snapshot: names DIMMs the guest view lacks, "
+                            "and its devices are cross-checked with the guest's System RAM")
     check.add_argument("--raw-header", type=Path, metavar="FILE",
                        help="the first kernel's elfcorehdr read from guest memory")
     check.add_argument("--dmesg", type=Path, metavar="FILE",
@@ -72,7 +71,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="PT_LOAD data missing from the file is an error (default: a "
                             "headers-only copy is fine)")
     _add_format_option(check)
-    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--json", action="store_true",
+                       help="machine-readable output (always every finding)")
+    check.add_argument("--verbose", "-v", action="store_true",
+                       help="list every finding by area, not only the causes, warnings and a "
+                            "summary of what matched")
     check.set_defaults(func=cmd_verify)
 
     rebuild = sub.add_parser("rebuild", help="rebuild a flattened dump (makedumpfile -R)",
@@ -99,6 +102,8 @@ def _fail(exc: BaseException | str) -> int:
 
 
 def _open(path: Path, fmt: str) -> Dump:
+    from ..vmcore.reader import open_dump
+
     try:
         return open_dump(path, format=fmt)
     except OSError as exc:
@@ -106,6 +111,8 @@ def _open(path: Path, fmt: str) -> Dump:
 
 
 def _load_topology(path: Path) -> Topology:
+    from ..topology import Topology
+
     try:
         data: Any = json.loads(path.read_text())
         if not isinstance(data, dict):
@@ -133,15 +140,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dump.to_json_dict(), indent=2, sort_keys=True))
     else:
+        from ..vmcore.summary import describe_dump
+
         print(describe_dump(dump))
     return EXIT_ACCURATE
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``vmcore verify FILE --topology SNAPSHOT.json``."""
+    from ..vmcore.verifier import verify
+
     try:
         topology = _load_topology(args.topology)
-        devices = (_load_topology(args.expected).memory_devices or None) if args.expected else None
+        expected = _load_topology(args.expected) if args.expected else None
         dump = _open(args.file, args.format)
         raw = _open(args.raw_header, DumpFormat.RAW_ELFCOREHDR.value) if args.raw_header else None
         dmesg = _read_text(args.dmesg) if args.dmesg else None
@@ -153,18 +164,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
             window = (start, end)
     except (VmcoreFormatError, _BadInput) as exc:
         return _fail(exc)
-    report = verify(dump, topology, panic_window=window, raw_header=raw, dmesg=dmesg,
-                    panic_cpu=args.panic_cpu, require_memory=args.require_memory,
-                    memory_devices=devices)
+    try:
+        report = verify(dump, topology, panic_window=window, raw_header=raw, dmesg=dmesg,
+                        panic_cpu=args.panic_cpu, require_memory=args.require_memory,
+                        expected=expected)
+    except ValueError as exc:      # e.g. the two snapshots' devices overlap once combined
+        return _fail(f"{args.topology}: {exc}")
     if args.json:
         print(json.dumps(report.to_json_dict(), indent=2, sort_keys=True))
     else:
-        print(report.to_text())
+        print(report.to_text(verbose=args.verbose))
     return EXIT_ACCURATE if report.accurate else EXIT_NOT_ACCURATE
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """``vmcore rebuild FLAT OUT``."""
+    from ..vmcore.flattened import rebuild_flattened_file
+
     try:
         size = rebuild_flattened_file(args.flat, args.out)
     except VmcoreFormatError as exc:

@@ -11,8 +11,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import UsageError
+from ..model import Flavour, values
 
-FLAVOURS = ("cloud", "generic")
+FLAVOURS = values(Flavour)
 
 #: Overrides where ``guest-images/`` is found (profiles, lock file, rootfs); by default it is
 #: the directory next to the ``harness`` package in the source checkout.

@@ -29,9 +29,10 @@ from .constants import (
     Limits,
 )
 from .elf import parse_elf_header
+from .model import Dump
 from .reader import parse_elfcorehdr
 from .source import BufferSource, BytesLike
-from .verify import VerifyReport, verify
+from .verifier import VerifyReport, verify
 
 #: ``ELF_CORE_HEADER_ALIGN``: kexec places the elfcorehdr segment on a page boundary.
 ELFCOREHDR_ALIGN = 4096
@@ -153,19 +154,40 @@ def elfcorehdr_extent(first_bytes: BytesLike) -> int:
     return header.phoff + phnum * ELF64_PHDR_SIZE
 
 
-def audit_elfcorehdr(raw: BytesLike, topology: Topology, **verify_options: Any) -> VerifyReport:
+def read_vmcoreinfo_note(read_phys: Callable[[int, int], bytes], header: Dump) -> bytes | None:
+    """The note buffer a raw elfcorehdr's VMCOREINFO PT_NOTE points at, from guest memory.
+
+    ``read_phys(addr, size)`` returns guest physical memory (as for ``find_elfcorehdr``).
+    None when the header does not have exactly one VMCOREINFO PT_NOTE (the verifier reports
+    that).  The read is at most ``Limits.MAX_RAW_NOTE_BUFFER`` bytes: the reader refuses
+    larger PT_NOTEs.
+    """
+    segments = header.vmcoreinfo_segments
+    if len(segments) != 1:
+        return None
+    return read_phys(segments[0].address, segments[0].size)
+
+
+def audit_elfcorehdr(raw: BytesLike, topology: Topology, *,
+                     read_phys: Callable[[int, int], bytes] | None = None,
+                     **verify_options: Any) -> VerifyReport:
     """Parse a raw elfcorehdr read from guest memory and verify it against ``topology``.
 
-    ``verify_options`` go to ``verify`` (``panic_window`` and ``dmesg`` make no sense here).
-    Raises ``VmcoreFormatError`` if the buffer is not a crash header (a torn read during a
-    hot-plug rewrite can do that: read again).
+    With ``read_phys`` the VMCOREINFO note the header points at is read too, and its
+    OSRELEASE checked.  ``verify_options`` go to ``verify`` (``panic_window`` and ``dmesg``
+    make no sense here).  Raises ``VmcoreFormatError`` if the buffer is not a crash header,
+    or the VMCOREINFO buffer not a note (a torn read during a hot-plug rewrite can do that:
+    read again).
     """
-    return verify(parse_elfcorehdr(raw), topology, **verify_options)
+    header = parse_elfcorehdr(raw)
+    if read_phys is not None:
+        verify_options["vmcoreinfo"] = read_vmcoreinfo_note(read_phys, header)
+    return verify(header, topology, **verify_options)
 
 
 __all__ = [
     "ELFCOREHDR_ALIGN", "LoadedElfHeaders", "audit_elfcorehdr", "elfcorehdr_extent",
     "find_elfcorehdr", "find_elfcorehdr_candidates", "is_elfcorehdr_start",
-    "parse_loaded_elf_headers",
+    "parse_loaded_elf_headers", "read_vmcoreinfo_note",
 ]
 

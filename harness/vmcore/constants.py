@@ -165,17 +165,36 @@ class Limits:
     """Caps that keep a reader's time and memory bounded on hostile input.
 
     Real dumps are far below every cap: an x86_64 elfcorehdr has at most
-    ``2 + NR_CPUS + CRASH_MAX_MEMORY_RANGES`` (8192 + 8192 by default) program headers.
+    ``2 + NR_CPUS + CRASH_MAX_MEMORY_RANGES`` (8192 + 8192 by default) program headers,
+    one CPU note per CPU (NR_CPUS is at most 8192 on x86_64, ``CONFIG_MAXSMP``) and one
+    VMCOREINFO note of at most a page.  Beyond a cap the readers raise ``VmcoreFormatError``
+    naming the field.  The worst accepted files cost (tracemalloc peak) 12 MB at every note
+    cap together and 91 MB at the program header cap; a file claiming 131071 CPU notes, which
+    once cost 184 MB of Python objects, is refused before its notes are read.
     """
 
-    #: More program headers than this is refused (14 MiB of headers, ~50 MB of objects).
-    MAX_PROGRAM_HEADERS = 1 << 18
-    #: A single note segment (all CPUs' notes plus VMCOREINFO) larger than this is refused.
-    MAX_NOTE_SEGMENT = 64 << 20
-    #: More notes than this in one dump is refused.
-    MAX_NOTES = 1 << 17
+    #: More program headers than this is refused (7 MiB of headers; about 90 MB once
+    #: parsed).  Eight times the kernel's 16386: ``makedumpfile -E`` starts a new PT_LOAD
+    #: after every run of 256 excluded pages, so a 128 GiB guest split at every MiB fits.
+    MAX_PROGRAM_HEADERS = 1 << 17
+    #: x86_64's largest NR_CPUS (``CONFIG_MAXSMP``): more CPU notes (in a dump) or CPU note
+    #: slots (in a raw elfcorehdr) than this is refused.
+    MAX_CPUS = 8192
+    #: All note segments together larger than this is refused: 8192 CPUs' 368-byte buffers
+    #: and VMCOREINFO are about 3 MiB, so this leaves room for other notes (Xen's, say).
+    MAX_NOTE_SEGMENT = 8 << 20
+    #: More notes than this in one dump is refused (4 per possible CPU).
+    MAX_NOTES = 4 * MAX_CPUS
     #: A note name longer than this is corruption (real names are 4-12 bytes).
     MAX_NOTE_NAME = 256
+    #: A VMCOREINFO text longer than this is refused: the kernel's is at most a page
+    #: (``VMCOREINFO_BYTES``), and its ``KEY=value`` lines become a dictionary.
+    MAX_VMCOREINFO = 16 << 10
+    #: More VMCOREINFO notes than this is refused (a kernel writes one).
+    MAX_VMCOREINFO_NOTES = 8
+    #: A raw elfcorehdr PT_NOTE larger than this is refused: it is a guest buffer (368 bytes
+    #: per CPU, about 4 KiB for VMCOREINFO) that a live audit may have to read.
+    MAX_RAW_NOTE_BUFFER = 64 << 10
     #: The kdump bitmap may describe at most this many separate memory runs.
     MAX_MEMORY_RUNS = 1 << 16
     #: kdump-compressed bitmap (one half) larger than this is refused (2 TiB of 4 KiB pages).

@@ -22,6 +22,8 @@ unit tests check that it reads the synthetic cores our writer produces the same 
 from __future__ import annotations
 
 import struct
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -48,7 +50,7 @@ from .constants import (
     NoteType,
     PhdrType,
 )
-from .source import ByteSource
+from .source import BytesLike, ByteSource
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -135,12 +137,17 @@ class ProgramHeader(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """One ELF note: ``offset`` is where its header sits in the dump."""
+    """One ELF note: ``offset`` is where its header sits in the dump.
+
+    The descriptor itself is not kept: ``iter_notes`` hands it to the reader once, which
+    decodes what it needs (a prstatus, the VMCOREINFO text).  A dump at the CPU cap has
+    8192 notes, and a copy of every descriptor would double the reader's memory.
+    """
 
     offset: int
     name: str
     type: int
-    desc: bytes
+    desc_size: int
 
     @property
     def note_type(self) -> NoteType | None:
@@ -291,42 +298,43 @@ def _segment_error(phdr: ProgramHeader, name: str) -> VmcoreFormatError:
                           f"{Limits.MAX_NOTE_SEGMENT:#x}")
 
 
-def parse_notes(data: bytes, *, base_offset: int, source_name: str) -> list[Note]:
-    """Split a note segment into notes.
+def iter_notes(data: BytesLike, *, base_offset: int,
+               source_name: str) -> Iterator[tuple[Note, memoryview]]:
+    """Split a note segment into notes, each with a view of its descriptor (no copy).
 
     A note whose ``n_namesz`` is 0 ends the list, as in fs/proc/vmcore.c: the kernel's
     per-CPU buffers end with an empty note, and what follows is padding.  A note whose sizes
-    run past the segment is refused, naming the size field.
+    run past the segment is refused, naming the size field.  ``base_offset`` is where
+    ``data`` starts in the dump (or in guest memory), for the notes' offsets.
     """
-    notes: list[Note] = []
+    view = memoryview(data)
     pos = 0
-    end = len(data)
+    index = 0
+    end = len(view)
     while pos + ELF64_NHDR_SIZE <= end:
-        namesz, descsz, n_type = _NHDR.unpack_from(data, pos)
+        namesz, descsz, n_type = _NHDR.unpack_from(view, pos)
         if namesz == 0:
             break
         here = base_offset + pos
         if namesz > Limits.MAX_NOTE_NAME:
             raise VmcoreFormatError(
-                f"{source_name}: note {len(notes)} has a {namesz}-byte name "
+                f"{source_name}: note {index} has a {namesz}-byte name "
                 f"(at most {Limits.MAX_NOTE_NAME})", offset=here, field="n_namesz")
         name_start = pos + ELF64_NHDR_SIZE
         desc_start = name_start + align_up(namesz, NOTE_ALIGN)
         if desc_start > end:
             raise VmcoreFormatError(
-                f"{source_name}: note {len(notes)}'s name runs past the end of its segment",
+                f"{source_name}: note {index}'s name runs past the end of its segment",
                 offset=here, field="n_namesz")
         desc_end = desc_start + descsz
         if desc_end > end:
             raise VmcoreFormatError(
-                f"{source_name}: note {len(notes)}'s descriptor ({descsz:#x} bytes) runs past "
+                f"{source_name}: note {index}'s descriptor ({descsz:#x} bytes) runs past "
                 f"the end of its segment ({end - desc_start:#x} bytes left)",
                 offset=here + 4, field="n_descsz")
-        name = data[name_start:name_start + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
-        notes.append(Note(offset=here, name=name, type=n_type,
-                          desc=bytes(data[desc_start:desc_end])))
-        if len(notes) > Limits.MAX_NOTES:
-            raise VmcoreFormatError(f"{source_name}: more than {Limits.MAX_NOTES} notes",
-                                    offset=here, field="notes")
+        raw_name = bytes(view[name_start:name_start + namesz]).split(b"\0", 1)[0]
+        # Interned: thousands of notes share the names "CORE" and "VMCOREINFO".
+        name = sys.intern(raw_name.decode("ascii", "replace"))
+        yield Note(here, name, n_type, descsz), view[desc_start:desc_end]
+        index += 1
         pos = desc_start + align_up(descsz, NOTE_ALIGN)
-    return notes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from ..topology import AddressRange, merge_ranges
@@ -123,8 +124,10 @@ class Dump:
     """A parsed crash dump or crash header.
 
     ``format`` is the inner format (a flattened kdump file is ``KDUMP`` with
-    ``flattened=True``).  ``observations`` are reader remarks the verifier turns into findings
-    (a flattened stream without its end marker, say).
+    ``flattened=True``).  ``vmcoreinfos`` holds every VMCOREINFO the dump carries (a kernel
+    writes one; the verifier reports more) and ``vmcoreinfo`` is the first of them.
+    ``observations`` are reader remarks the verifier turns into findings (a flattened stream
+    without its end marker, say).
     """
 
     format: DumpFormat
@@ -136,6 +139,7 @@ class Dump:
     notes: tuple[Note, ...] = ()
     cpu_notes: tuple[CpuNote, ...] = ()
     vmcoreinfo: VmcoreInfo | None = None
+    vmcoreinfos: tuple[VmcoreInfo, ...] = ()
     loads: tuple[LoadSegment, ...] = ()
     note_segments: tuple[NoteSegment, ...] = ()
     kdump: KdumpHeader | None = None
@@ -156,7 +160,7 @@ class Dump:
     def text_load(self) -> LoadSegment | None:
         return next((seg for seg in self.loads if seg.kind == LoadKind.TEXT), None)
 
-    @property
+    @cached_property
     def ram_ranges(self) -> tuple[AddressRange, ...]:
         """The physical memory the dump describes, adjacent ranges merged (text excluded)."""
         return merge_ranges(seg.range for seg in self.ram_loads)
@@ -187,11 +191,12 @@ class Dump:
                 "phnum": self.elf.phnum, "phoff": self.elf.phoff,
                 "phnum_extended": self.elf.phnum_extended},
             "program_headers": len(self.program_headers),
-            "notes": [{"name": n.name, "type": n.type_name, "size": len(n.desc),
+            "notes": [{"name": n.name, "type": n.type_name, "size": n.desc_size,
                        "offset": n.offset} for n in self.notes],
             "cpu_notes": [c.to_json_dict() for c in self.cpu_notes],
             "note_segments": [s.to_json_dict() for s in self.note_segments],
             "vmcoreinfo": None if self.vmcoreinfo is None else self.vmcoreinfo.to_json_dict(),
+            "vmcoreinfo_notes": len(self.vmcoreinfos),
             "loads": [seg.to_json_dict() for seg in self.loads],
             "ram_ranges": [{"start": hex(r.start), "end": hex(r.end)} for r in self.ram_ranges],
             "memory_bytes_described": self.memory_bytes_described,

@@ -1,8 +1,9 @@
 """Decoding the kernel's crash notes: x86_64 ``NT_PRSTATUS`` and the ``VMCOREINFO`` text.
 
-A note's *structure* (sizes, bounds) is checked by ``elf.parse_notes`` and refused when wrong.
-Its *content* is decoded leniently: a ``CORE`` note of the wrong size, or a VMCOREINFO line
-that does not parse, is kept and flagged so the verifier can report it as a finding.
+A note's *structure* (sizes, bounds) is checked by ``elf.iter_notes`` and refused when wrong;
+``NoteCollector`` bounds how many notes, CPU notes and VMCOREINFO bytes a dump may hold.
+Its *content* is decoded leniently: a ``CORE`` note of the wrong size, a VMCOREINFO line
+that does not parse or a key given twice, is kept and flagged so the verifier can report it.
 """
 
 from __future__ import annotations
@@ -11,28 +12,39 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import VmcoreFormatError
 from .constants import (
+    CORE_NOTE_NAME,
     PRSTATUS_CURSIG_OFFSET,
     PRSTATUS_FPVALID_OFFSET,
     PRSTATUS_PID_OFFSET,
     PRSTATUS_REGS_OFFSET,
     PRSTATUS_SIGNO_OFFSET,
     PRSTATUS_SIZE,
+    VMCOREINFO_NOTE_NAME,
     X86_64_REGISTER_NAMES,
+    Limits,
+    NoteType,
 )
-from .elf import Note
+from .elf import Note, iter_notes
+from .source import BytesLike
 
 _REGS = struct.Struct(f"<{len(X86_64_REGISTER_NAMES)}Q")
 _IDS = struct.Struct("<iiii")   # pr_pid, pr_ppid, pr_pgrp, pr_sid
 _INT = struct.Struct("<i")
 _SHORT = struct.Struct("<h")
+_U64 = struct.Struct("<Q")
 _RIP_INDEX = X86_64_REGISTER_NAMES.index("rip")
 _RSP_INDEX = X86_64_REGISTER_NAMES.index("rsp")
 
 
 @dataclass(frozen=True, slots=True)
 class PrStatus:
-    """An x86_64 ``struct elf_prstatus`` (336 bytes) as ``crash_save_cpu()`` fills it."""
+    """An x86_64 ``struct elf_prstatus`` (336 bytes) as ``crash_save_cpu()`` fills it.
+
+    The registers stay as the 216 bytes of ``pr_reg`` and are decoded when asked for: 27
+    Python ints per CPU would be most of a dump's memory at 8192 CPUs.
+    """
 
     signal: int
     cursig: int
@@ -40,39 +52,44 @@ class PrStatus:
     ppid: int
     pgrp: int
     sid: int
-    registers: tuple[int, ...]      # user_regs_struct order: X86_64_REGISTER_NAMES
+    register_bytes: bytes           # pr_reg: user_regs_struct, X86_64_REGISTER_NAMES order
     fpvalid: int
 
     @property
+    def registers(self) -> tuple[int, ...]:
+        return tuple(_REGS.unpack(self.register_bytes))
+
+    @property
     def rip(self) -> int:
-        return self.registers[_RIP_INDEX]
+        return int(_U64.unpack_from(self.register_bytes, 8 * _RIP_INDEX)[0])
 
     @property
     def rsp(self) -> int:
-        return self.registers[_RSP_INDEX]
+        return int(_U64.unpack_from(self.register_bytes, 8 * _RSP_INDEX)[0])
 
     def register(self, name: str) -> int:
         """A register by its ``user_regs_struct`` name (``KeyError`` for an unknown name)."""
         try:
-            return self.registers[X86_64_REGISTER_NAMES.index(name)]
+            index = X86_64_REGISTER_NAMES.index(name)
         except ValueError:
             raise KeyError(name) from None
+        return int(_U64.unpack_from(self.register_bytes, 8 * index)[0])
 
     def registers_dict(self) -> dict[str, int]:
         return dict(zip(X86_64_REGISTER_NAMES, self.registers, strict=True))
 
 
-def decode_prstatus(desc: bytes) -> PrStatus | None:
+def decode_prstatus(desc: BytesLike) -> PrStatus | None:
     """Decode an x86_64 ``elf_prstatus``; ``None`` when the size says it is something else."""
     if len(desc) != PRSTATUS_SIZE:
         return None
     (signo,) = _INT.unpack_from(desc, PRSTATUS_SIGNO_OFFSET)
     (cursig,) = _SHORT.unpack_from(desc, PRSTATUS_CURSIG_OFFSET)
     pid, ppid, pgrp, sid = _IDS.unpack_from(desc, PRSTATUS_PID_OFFSET)
-    registers = _REGS.unpack_from(desc, PRSTATUS_REGS_OFFSET)
+    registers = bytes(desc[PRSTATUS_REGS_OFFSET:PRSTATUS_REGS_OFFSET + _REGS.size])
     (fpvalid,) = _INT.unpack_from(desc, PRSTATUS_FPVALID_OFFSET)
     return PrStatus(signal=signo, cursig=cursig, pid=pid, ppid=ppid, pgrp=pgrp, sid=sid,
-                    registers=tuple(registers), fpvalid=fpvalid)
+                    register_bytes=registers, fpvalid=fpvalid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +120,9 @@ class CpuNote:
         return self.prstatus is not None and self.prstatus.pid == 0
 
     @classmethod
-    def from_note(cls, index: int, note: Note) -> CpuNote:
-        return cls(index=index, offset=note.offset, desc_size=len(note.desc),
-                   prstatus=decode_prstatus(note.desc))
+    def from_note(cls, index: int, note: Note, desc: BytesLike) -> CpuNote:
+        return cls(index=index, offset=note.offset, desc_size=note.desc_size,
+                   prstatus=decode_prstatus(desc))
 
     def to_json_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, "offset": self.offset,
@@ -151,19 +168,25 @@ class VmcoreInfo:
     """The ``VMCOREINFO`` note: ``KEY=value`` lines (kernel/vmcore_info.c).
 
     Typed accessors return ``None`` for a missing or unparseable value; such lines are also
-    listed in ``malformed_lines``.
+    listed in ``malformed_lines``.  A key written twice keeps its first value (as
+    makedumpfile does) and a second, different value is listed in ``conflicts``: the
+    verifier calls that a contradiction.  ``note_offset`` is where the note sits in the dump (or
+    in guest memory), for messages.
     """
 
     entries: dict[str, str]
     malformed_lines: tuple[str, ...] = field(default=())
+    conflicts: tuple[tuple[str, str, str], ...] = field(default=())   # key, first, later
+    note_offset: int | None = None
 
     @classmethod
-    def parse(cls, data: bytes | str) -> VmcoreInfo:
-        if isinstance(data, bytes):
+    def parse(cls, data: BytesLike | str, *, offset: int | None = None) -> VmcoreInfo:
+        if not isinstance(data, str):
             # The note buffer is a page; the text ends at the first NUL.
-            data = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+            data = bytes(data).split(b"\0", 1)[0].decode("utf-8", "replace")
         entries: dict[str, str] = {}
         malformed: list[str] = []
+        conflicts: list[tuple[str, str, str]] = []
         for line in data.splitlines():
             if not line.strip():
                 continue
@@ -172,10 +195,14 @@ class VmcoreInfo:
                 malformed.append(line)
                 continue
             base = _value_base(key)
-            if base is not None and _parse_int(value.strip(), base) is None:
+            value = value.strip()
+            if base is not None and _parse_int(value, base) is None:
                 malformed.append(line)
-            entries.setdefault(key, value.strip())  # first one wins, as in makedumpfile
-        return cls(entries=entries, malformed_lines=tuple(malformed))
+            first = entries.setdefault(key, value)   # first one wins, as in makedumpfile
+            if first != value:
+                conflicts.append((key, first, value))
+        return cls(entries=entries, malformed_lines=tuple(malformed),
+                   conflicts=tuple(conflicts), note_offset=offset)
 
     def get(self, key: str) -> str | None:
         return self.entries.get(key)
@@ -243,3 +270,81 @@ class VmcoreInfo:
             "build_id": self.build_id, "entries": len(self.entries),
             "malformed_lines": list(self.malformed_lines),
         }
+
+
+# -- reading note segments ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoteSet:
+    """What a dump's notes hold: every note (slim), the CPU notes, the VMCOREINFO notes."""
+
+    notes: tuple[Note, ...]
+    cpu_notes: tuple[CpuNote, ...]
+    vmcoreinfos: tuple[VmcoreInfo, ...]
+
+
+class NoteCollector:
+    """Decode note segments one at a time, within ``Limits``.
+
+    Each descriptor is decoded once and dropped (a prstatus keeps its 336 bytes' worth of
+    fields, VMCOREINFO its text), so memory grows with the number of notes, not their
+    bytes.  Beyond ``Limits.MAX_NOTES`` notes, ``MAX_CPUS`` CPU notes,
+    ``MAX_VMCOREINFO_NOTES`` VMCOREINFO notes or a VMCOREINFO longer than
+    ``MAX_VMCOREINFO``, ``VmcoreFormatError`` names the note that went over.
+    """
+
+    def __init__(self, source_name: str) -> None:
+        self._name = source_name
+        self._notes: list[Note] = []
+        self._cpu_notes: list[CpuNote] = []
+        self._infos: list[VmcoreInfo] = []
+
+    def add_segment(self, data: BytesLike, base_offset: int) -> None:
+        for note, desc in iter_notes(data, base_offset=base_offset, source_name=self._name):
+            self._add(note, desc)
+
+    def add_vmcoreinfo_text(self, text: BytesLike, offset: int) -> None:
+        """VMCOREINFO found outside a note (kdump's ``offset_vmcoreinfo``)."""
+        self._check_vmcoreinfo(len(text), offset, "size_vmcoreinfo")
+        self._infos.append(VmcoreInfo.parse(text, offset=offset))
+
+    def _add(self, note: Note, desc: memoryview) -> None:
+        if len(self._notes) >= Limits.MAX_NOTES:
+            raise VmcoreFormatError(f"{self._name}: more than {Limits.MAX_NOTES} notes",
+                                    offset=note.offset, field="notes")
+        self._notes.append(note)
+        if note.name == CORE_NOTE_NAME and note.type == NoteType.NT_PRSTATUS:
+            if len(self._cpu_notes) >= Limits.MAX_CPUS:
+                raise VmcoreFormatError(
+                    f"{self._name}: more than {Limits.MAX_CPUS} CPU notes (x86_64's largest "
+                    "NR_CPUS)", offset=note.offset, field="notes")
+            self._cpu_notes.append(CpuNote.from_note(len(self._cpu_notes), note, desc))
+        elif note.name == VMCOREINFO_NOTE_NAME and note.type == NoteType.NT_VMCOREINFO:
+            self._check_vmcoreinfo(note.desc_size, note.offset + 4, "n_descsz")
+            self._infos.append(VmcoreInfo.parse(desc, offset=note.offset))
+
+    def _check_vmcoreinfo(self, size: int, offset: int, field: str) -> None:
+        if size > Limits.MAX_VMCOREINFO:
+            raise VmcoreFormatError(
+                f"{self._name}: a {size}-byte VMCOREINFO (the kernel's is at most a page; "
+                f"refused above {Limits.MAX_VMCOREINFO})", offset=offset, field=field)
+        if len(self._infos) >= Limits.MAX_VMCOREINFO_NOTES:
+            raise VmcoreFormatError(
+                f"{self._name}: more than {Limits.MAX_VMCOREINFO_NOTES} VMCOREINFO notes",
+                offset=offset, field="notes")
+
+    def result(self) -> NoteSet:
+        return NoteSet(tuple(self._notes), tuple(self._cpu_notes), tuple(self._infos))
+
+
+def vmcoreinfo_from_buffer(buffer: BytesLike, *, address: int,
+                           name: str = "<vmcoreinfo>") -> tuple[VmcoreInfo, ...]:
+    """The VMCOREINFO note(s) in a note buffer read from guest memory at ``address``.
+
+    This is what a raw elfcorehdr's VMCOREINFO PT_NOTE points at; offsets in the result
+    and in errors are guest physical addresses.
+    """
+    collector = NoteCollector(name)
+    collector.add_segment(buffer, address)
+    return collector.result().vmcoreinfos

@@ -4,43 +4,50 @@ Detection is by content:
 
 * ``makedumpfile`` signature: flattened; the inner format is detected the same way;
 * ``KDUMP   `` signature: kdump-compressed;
-* ELF magic: an ELF core, then one of two things, told apart by the PT_NOTE entries.
-  The first kernel's elfcorehdr (``crash_prepare_elf64_headers``) has one PT_NOTE per
-  possible CPU plus one for VMCOREINFO, each with ``p_offset == p_paddr`` = the physical
-  address of a note buffer.  /proc/vmcore (and ``makedumpfile -E``) merge them into a single
-  PT_NOTE whose ``p_offset`` is a file offset and whose ``p_paddr`` is 0.  So: more than one
-  PT_NOTE, or PT_NOTEs that all point at a physical address (``p_offset == p_paddr != 0``),
-  mean a raw elfcorehdr.
+* ELF magic: an ELF core or the first kernel's raw elfcorehdr, told apart by whether
+  ``p_offset`` holds physical addresses or file offsets (``layout.elf_kind``; a file that
+  is half one and half the other is refused).
 
-A caller that knows better passes ``format=`` to skip detection.
+A caller that knows better passes ``format=`` to skip detection; an ELF file whose program
+headers contradict the format asked for is refused, naming the program header.
+
+Memory is bounded by ``Limits``: at most 8192 CPU notes (x86_64's largest NR_CPUS) or CPU
+note slots, 32768 notes in 8 MiB, eight VMCOREINFO notes of 16 KiB, 131072 program headers.
+Measured with tracemalloc: 7.5 MB to read 8192 CPU notes, 12 MB for every note cap at once,
+91 MB at the program header cap (11 MB for a kernel header at its 16386); beyond a cap the
+file is refused before its contents are read.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
-from itertools import pairwise
 
 from ..errors import VmcoreFormatError
 from .constants import (
-    CORE_NOTE_NAME,
     ELF_MAGIC,
     KDUMP_SIGNATURE,
     KERNEL_TEXT_MAP_START,
     MAKEDUMPFILE_SIGNATURE,
     VMCOREINFO_MIN_NOTE_SEGMENT,
-    VMCOREINFO_NOTE_NAME,
     X86_64_PAGE_SIZE,
     DumpFormat,
     Limits,
-    NoteType,
     PhdrType,
 )
-from .elf import ElfHeader, Note, ProgramHeader, parse_notes, read_elf_header, read_program_headers
+from .elf import ElfHeader, ProgramHeader, read_elf_header, read_program_headers
 from .flattened import FlattenedSource
 from .kdump import read_kdump
+from .layout import (
+    check_elf_core_layout,
+    check_ram_overlaps,
+    check_raw_layout,
+    elf_kind,
+    require_loads,
+    resolve_elf_kind,
+)
 from .model import Dump, LoadKind, LoadSegment, NoteRole, NoteSegment
-from .notes import CpuNote, VmcoreInfo
+from .notes import NoteCollector, NoteSet
 from .source import BufferSource, BytesLike, ByteSource, FileSource
 
 DumpInput = str | os.PathLike[str] | BytesLike
@@ -50,8 +57,7 @@ def detect_format(source: ByteSource) -> DumpFormat:
     """Tell a dump's format from its content (see the module docstring for the rule)."""
     fmt = _signature_format(source)
     if fmt == DumpFormat.ELF:
-        phdrs = read_program_headers(source, read_elf_header(source))
-        return DumpFormat.RAW_ELFCOREHDR if looks_like_raw_elfcorehdr(phdrs) else DumpFormat.ELF
+        return elf_kind(read_program_headers(source, read_elf_header(source)), source.name)
     return fmt
 
 
@@ -69,14 +75,6 @@ def _signature_format(source: ByteSource) -> DumpFormat:
                                 "kdump-compressed format is supported", offset=0, field="signature")
     raise VmcoreFormatError(f"{source.name}: not a crash dump (no ELF magic, \"KDUMP   \" or "
                             "\"makedumpfile\" signature)", offset=0, field="signature")
-
-
-def looks_like_raw_elfcorehdr(phdrs: tuple[ProgramHeader, ...]) -> bool:
-    """True for the first kernel's header, False for a /proc/vmcore-style file."""
-    notes = [p for p in phdrs if p.type == PhdrType.PT_NOTE]
-    if len(notes) > 1:
-        return True
-    return bool(notes) and all(p.offset == p.paddr != 0 for p in notes)
 
 
 def open_dump(source: DumpInput, *, format: DumpFormat | str = "auto") -> Dump:
@@ -131,10 +129,11 @@ def read_dump(source: ByteSource, format: DumpFormat | None = None) -> Dump:
         return read_kdump(source)
     header = read_elf_header(source)
     phdrs = read_program_headers(source, header)
-    if format is None and looks_like_raw_elfcorehdr(phdrs):
-        fmt = DumpFormat.RAW_ELFCOREHDR
-    if fmt == DumpFormat.RAW_ELFCOREHDR:
+    require_loads(phdrs, source.name)
+    if resolve_elf_kind(phdrs, format, source.name) == DumpFormat.RAW_ELFCOREHDR:
+        check_raw_layout(phdrs, source.name)
         return _read_raw_elfcorehdr(source, header, phdrs)
+    check_elf_core_layout(header, phdrs, source.name)
     return _read_elf_vmcore(source, header, phdrs)
 
 
@@ -144,25 +143,17 @@ def _classify_load(phdr: ProgramHeader) -> LoadKind:
     return LoadKind.TEXT if phdr.vaddr >= KERNEL_TEXT_MAP_START else LoadKind.RAM
 
 
-def _check_ram_overlaps(loads: list[LoadSegment], phdrs: tuple[ProgramHeader, ...],
-                        name: str) -> None:
-    """No kernel writes overlapping RAM loads; a torn or corrupt header does."""
-    ram = sorted((seg for seg in loads if seg.kind == LoadKind.RAM and seg.range.size),
-                 key=lambda seg: seg.range.start)
-    for before, after in pairwise(ram):
-        if after.range.start < before.range.end:
-            assert after.phdr_index is not None
-            phdr = phdrs[after.phdr_index]
-            raise VmcoreFormatError(
-                f"{name}: PT_LOAD {after.phdr_index} {after.range} overlaps PT_LOAD "
-                f"{before.phdr_index} {before.range}", offset=phdr.field_offset("p_paddr"),
-                field="p_paddr")
+def _ram_extents(phdrs: tuple[ProgramHeader, ...]) -> list[tuple[int, int, int]]:
+    """``(start, end, phdr index)`` of the RAM PT_LOADs (the text load is a second view)."""
+    load = PhdrType.PT_LOAD
+    return [(p.paddr, p.paddr + p.memsz, p.number) for p in phdrs
+            if p.type == load and p.vaddr < KERNEL_TEXT_MAP_START]
 
 
-def _read_elf_vmcore(source: ByteSource, header: ElfHeader,
-                     phdrs: tuple[ProgramHeader, ...]) -> Dump:
+def _read_elf_notes(source: ByteSource, phdrs: tuple[ProgramHeader, ...]) -> NoteSet:
+    """Every PT_NOTE's notes (an ELF core may spread them over several PT_NOTEs)."""
     name = source.name
-    notes: list[Note] = []
+    collector = NoteCollector(name)
     total = 0
     for phdr in phdrs:
         if phdr.type != PhdrType.PT_NOTE or not phdr.filesz:
@@ -178,17 +169,16 @@ def _read_elf_vmcore(source: ByteSource, header: ElfHeader,
                 f"{phdr.offset + phdr.filesz:#x}) lies past the end of the file "
                 f"({source.size:#x}): the dump is cut short or not a file",
                 offset=phdr.field_offset("p_offset"), field="p_offset")
-        data = source.read_at(phdr.offset, phdr.filesz, field="PT_NOTE data")
-        notes.extend(parse_notes(data, base_offset=phdr.offset, source_name=name))
-        if len(notes) > Limits.MAX_NOTES:
-            raise VmcoreFormatError(f"{name}: more than {Limits.MAX_NOTES} notes",
-                                    offset=phdr.offset, field="notes")
-    cpu_notes = tuple(CpuNote.from_note(i, n) for i, n in enumerate(
-        n for n in notes if n.name == CORE_NOTE_NAME and n.type == NoteType.NT_PRSTATUS))
-    info_note = next((n for n in notes if n.name == VMCOREINFO_NOTE_NAME
-                      and n.type == NoteType.NT_VMCOREINFO), None)
-    vmcoreinfo = VmcoreInfo.parse(info_note.desc) if info_note is not None else None
+        collector.add_segment(source.read_at(phdr.offset, phdr.filesz, field="PT_NOTE data"),
+                              phdr.offset)
+    return collector.result()
 
+
+def _read_elf_vmcore(source: ByteSource, header: ElfHeader,
+                     phdrs: tuple[ProgramHeader, ...]) -> Dump:
+    name = source.name
+    notes = _read_elf_notes(source, phdrs)
+    vmcoreinfo = notes.vmcoreinfos[0] if notes.vmcoreinfos else None
     loads: list[LoadSegment] = []
     for phdr in phdrs:
         if phdr.type != PhdrType.PT_LOAD:
@@ -197,32 +187,47 @@ def _read_elf_vmcore(source: ByteSource, header: ElfHeader,
         loads.append(LoadSegment(kind=_classify_load(phdr), range=phdr.physical_range,
                                  vaddr=phdr.vaddr, file_offset=phdr.offset,
                                  file_size=phdr.filesz, present=present, phdr_index=phdr.number))
-    _check_ram_overlaps(loads, phdrs, name)
+    check_ram_overlaps(_ram_extents(phdrs), phdrs, name)
     page_size = (vmcoreinfo.page_size if vmcoreinfo else None) or X86_64_PAGE_SIZE
     return Dump(format=DumpFormat.ELF, source=name, file_size=source.size, page_size=page_size,
-                elf=header, program_headers=phdrs, notes=tuple(notes), cpu_notes=cpu_notes,
-                vmcoreinfo=vmcoreinfo, loads=tuple(loads))
+                elf=header, program_headers=phdrs, notes=notes.notes, cpu_notes=notes.cpu_notes,
+                vmcoreinfo=vmcoreinfo, vmcoreinfos=notes.vmcoreinfos, loads=tuple(loads))
 
 
-def _read_raw_elfcorehdr(source: ByteSource, header: ElfHeader,
-                         phdrs: tuple[ProgramHeader, ...]) -> Dump:
+def _raw_note_segments(phdrs: tuple[ProgramHeader, ...], name: str) -> tuple[NoteSegment, ...]:
     segments: list[NoteSegment] = []
     cpu = 0
     for phdr in phdrs:
         if phdr.type != PhdrType.PT_NOTE:
             continue
+        if phdr.memsz > Limits.MAX_RAW_NOTE_BUFFER:
+            raise VmcoreFormatError(
+                f"{name}: PT_NOTE {phdr.number} claims a {phdr.memsz:#x}-byte note buffer "
+                f"(a CPU's is 368 bytes, VMCOREINFO's about 4 KiB; refused above "
+                f"{Limits.MAX_RAW_NOTE_BUFFER:#x})",
+                offset=phdr.field_offset("p_memsz"), field="p_memsz")
         # A CPU's buffer is sizeof(note_buf_t) (368 bytes); VMCOREINFO's is a page or more.
         if phdr.memsz >= VMCOREINFO_MIN_NOTE_SEGMENT:
             segments.append(NoteSegment(role=NoteRole.VMCOREINFO, cpu=None, address=phdr.paddr,
                                         size=phdr.memsz, phdr_index=phdr.number))
-        else:
-            segments.append(NoteSegment(role=NoteRole.CPU, cpu=cpu, address=phdr.paddr,
-                                        size=phdr.memsz, phdr_index=phdr.number))
-            cpu += 1
+            continue
+        if cpu >= Limits.MAX_CPUS:
+            raise VmcoreFormatError(
+                f"{name}: more than {Limits.MAX_CPUS} CPU note slots (x86_64's largest "
+                "NR_CPUS)", offset=phdr.header_offset, field="p_type")
+        segments.append(NoteSegment(role=NoteRole.CPU, cpu=cpu, address=phdr.paddr,
+                                    size=phdr.memsz, phdr_index=phdr.number))
+        cpu += 1
+    return tuple(segments)
+
+
+def _read_raw_elfcorehdr(source: ByteSource, header: ElfHeader,
+                         phdrs: tuple[ProgramHeader, ...]) -> Dump:
+    segments = _raw_note_segments(phdrs, source.name)
     loads = [LoadSegment(kind=_classify_load(p), range=p.physical_range, vaddr=p.vaddr,
                          file_offset=None, file_size=p.filesz, present=0, phdr_index=p.number)
              for p in phdrs if p.type == PhdrType.PT_LOAD]
-    _check_ram_overlaps(loads, phdrs, source.name)
+    check_ram_overlaps(_ram_extents(phdrs), phdrs, source.name)
     return Dump(format=DumpFormat.RAW_ELFCOREHDR, source=source.name, file_size=source.size,
                 page_size=X86_64_PAGE_SIZE, elf=header, program_headers=phdrs,
-                loads=tuple(loads), note_segments=tuple(segments))
+                loads=tuple(loads), note_segments=segments)

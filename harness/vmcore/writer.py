@@ -96,6 +96,8 @@ class CoreSpec:
     text: AddressRange | None = _DEFAULT_TEXT
     text_vaddr: int = 0xFFFF_FFFF_8100_0000
     direct_map: int = DIRECT_MAP_START
+    #: Whole notes (``note_bytes``) placed after VMCOREINFO: a second VMCOREINFO, a Xen note.
+    extra_notes: tuple[bytes, ...] = ()
 
 
 # -- notes ---------------------------------------------------------------------------------
@@ -119,13 +121,18 @@ def note_bytes(name: str, note_type: int, desc: bytes) -> bytes:
             + desc.ljust(align_up(len(desc), NOTE_ALIGN), b"\0"))
 
 
-def core_notes(spec: CoreSpec) -> bytes:
-    """The merged note segment /proc/vmcore presents: CPU notes, then VMCOREINFO."""
+def core_note_list(spec: CoreSpec) -> list[bytes]:
+    """Each note /proc/vmcore presents, in its order: CPU notes, then VMCOREINFO."""
     parts = [note_bytes(CORE_NOTE_NAME, NoteType.NT_PRSTATUS, prstatus_bytes(c)) for c in spec.cpus]
     if spec.vmcoreinfo is not None:
         parts.append(note_bytes(VMCOREINFO_NOTE_NAME, NoteType.NT_VMCOREINFO,
                                 spec.vmcoreinfo.encode()))
-    return b"".join(parts)
+    return parts + list(spec.extra_notes)
+
+
+def core_notes(spec: CoreSpec) -> bytes:
+    """The merged note segment /proc/vmcore presents: CPU notes, then VMCOREINFO."""
+    return b"".join(core_note_list(spec))
 
 
 # -- ELF -----------------------------------------------------------------------------------
@@ -153,15 +160,25 @@ def _loads(spec: CoreSpec) -> list[tuple[int, int, int]]:
     return out
 
 
-def _elf_core_layout(spec: CoreSpec, memory: MemoryMode) -> tuple[bytes, int]:
-    """The header region (ELF header, phdrs, notes) and the full file size it implies."""
+def _elf_core_layout(spec: CoreSpec, memory: MemoryMode,
+                     split_notes: bool = False) -> tuple[bytes, int]:
+    """The header region (ELF header, phdrs, notes) and the full file size it implies.
+
+    ``split_notes`` gives each note its own PT_NOTE (as a dumper that does not merge them
+    would) instead of /proc/vmcore's single merged one.
+    """
     loads = _loads(spec)
-    phnum = 1 + len(loads)
-    notes = core_notes(spec)
+    segments = core_note_list(spec) if split_notes else [core_notes(spec)]
+    phnum = len(segments) + len(loads)
     notes_offset = ELF64_EHDR_SIZE + phnum * ELF64_PHDR_SIZE
-    data_offset = align_up(notes_offset + len(notes), X86_64_PAGE_SIZE)
-    phdrs = [phdr_bytes(PhdrType.PT_NOTE, offset=notes_offset, filesz=len(notes), memsz=len(notes))]
-    offset = data_offset
+    phdrs = []
+    offset = notes_offset
+    for data in segments:
+        phdrs.append(phdr_bytes(PhdrType.PT_NOTE, offset=offset, filesz=len(data),
+                                memsz=len(data)))
+        offset += len(data)
+    notes = b"".join(segments)
+    offset = align_up(notes_offset + len(notes), X86_64_PAGE_SIZE)
     for vaddr, paddr, size in loads:
         filesz = 0 if memory == "none" else size
         phdrs.append(phdr_bytes(PhdrType.PT_LOAD, offset=offset if filesz else 0, vaddr=vaddr,
@@ -172,13 +189,14 @@ def _elf_core_layout(spec: CoreSpec, memory: MemoryMode) -> tuple[bytes, int]:
     return head, full_size
 
 
-def build_elf_core(spec: CoreSpec = CoreSpec(), *, memory: MemoryMode = "none") -> bytes:
+def build_elf_core(spec: CoreSpec = CoreSpec(), *, memory: MemoryMode = "none",
+                   split_notes: bool = False) -> bytes:
     """An ELF core as /proc/vmcore presents it, in memory.
 
     ``memory="full"`` zero-fills every PT_LOAD: keep the RAM small.  Use ``write_elf_core``
-    for big sparse files.
+    for big sparse files.  ``split_notes`` puts each note in a PT_NOTE of its own.
     """
-    head, full_size = _elf_core_layout(spec, memory)
+    head, full_size = _elf_core_layout(spec, memory, split_notes)
     return head.ljust(full_size, b"\0")
 
 

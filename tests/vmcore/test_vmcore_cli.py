@@ -101,3 +101,32 @@ def test_rebuild(files: dict[str, Path], tmp_path: Path) -> None:
 def test_vmcore_without_a_subcommand_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["vmcore"]) == 2
     assert "inspect" in capsys.readouterr().err
+
+
+def test_verify_text_is_brief_unless_verbose(files: dict[str, Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["vmcore", "verify", str(files["stale"]), "--topology", str(files["topology"]),
+            "--dmesg", str(files["dmesg"])]
+    assert run(argv) == 1
+    brief = capsys.readouterr().out.splitlines()
+    assert brief[0].startswith("vmcore verdict: STALE") and brief[1] == "because:"
+    assert "dimm-missing" in brief[2] and "matched:" in brief
+    assert run([*argv, "--verbose"]) == 1
+    verbose = capsys.readouterr().out.splitlines()
+    assert len(verbose) > len(brief) and "cpu:" in verbose
+    assert any("info    cpu-notes-match" in line for line in verbose)
+    assert not any("cpu-notes-match" in line for line in brief)
+
+
+def test_verify_refuses_snapshots_whose_devices_overlap(files: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    expected = tmp_path / "expected.json"
+    data = json.loads(files["topology"].read_text())
+    dimm = data["memory_devices"][0]
+    data["memory_devices"].append({**dimm, "id": "dimm9", "addr": dimm["addr"] + 4096})
+    expected.write_text(json.dumps(data))
+    assert run(["vmcore", "verify", str(files["core"]), "--topology", str(files["topology"]),
+                "--expected", str(expected)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "overlap" in err and "dimm9" in err

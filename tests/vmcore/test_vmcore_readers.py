@@ -190,28 +190,6 @@ def test_raw_elfcorehdr_ignores_stale_entries_past_e_phnum() -> None:
     assert dump.ram_ranges == (DUMP_RAM[0],)
 
 
-# -- detection ----------------------------------------------------------------------------
-
-
-def test_detection_by_content_and_forcing() -> None:
-    spec = make_spec()
-    assert open_dump(build_elf_core(spec)).format == DumpFormat.ELF
-    assert open_dump(build_raw_elfcorehdr(spec)).format == DumpFormat.RAW_ELFCOREHDR
-    assert open_dump(build_kdump(spec)).format == DumpFormat.KDUMP
-    flat = open_dump(flatten(build_kdump(spec)))
-    assert (flat.format, flat.flattened) == (DumpFormat.KDUMP, True)
-    # A single-CPU machine's raw header has 2 PT_NOTEs; forcing still works either way.
-    one_cpu = build_raw_elfcorehdr(spec, possible_cpus=1)
-    assert open_dump(one_cpu).format == DumpFormat.RAW_ELFCOREHDR
-    assert open_dump(build_elf_core(spec), format="raw-elfcorehdr").is_raw_header
-    assert format_error(b"\0" * 100).field == "signature"
-    assert "diskdump" in str(format_error(b"DISKDUMP" + b"\0" * 100))
-    assert format_error(build_elf_core(spec), format="kdump").field == "signature"
-    assert format_error(build_kdump(spec), format="elf").field == "e_ident[EI_MAG]"
-    with pytest.raises(ValueError, match="unknown dump format"):
-        open_dump(b"", format="core")
-
-
 def test_pn_xnum_takes_the_count_from_section_zero() -> None:
     notes = note_bytes("CORE", 1, bytes(336))
     phdrs = [phdr_bytes(4, offset=0, filesz=len(notes), memsz=len(notes)),

@@ -33,7 +33,7 @@ from harness.vmcore import (
     parse_elfcorehdr,
     verify,
 )
-from harness.vmcore.verify import decide_verdict
+from harness.vmcore.verifier import decide_verdict
 from harness.vmcore.writer import (
     CoreSpec,
     GiB,
@@ -96,11 +96,22 @@ def test_accurate_dump_in_every_format(kind: str) -> None:
 def test_hot_plugged_dimm_missing_from_the_dump_is_stale() -> None:
     report = check(elf_dump(ram=DUMP_RAM[:3]))          # dimm1 plugged, header not updated
     assert report.verdict == Verdict.STALE
-    assert set(errors(report)) == {C.RAM_NOT_IN_DUMP, C.DIMM_MISSING}
+    # One cause, one finding: the DIMM, not also its range as bare RAM.
+    assert errors(report) == [C.DIMM_MISSING]
     missing = only(report, C.DIMM_MISSING)
     assert (missing.device, missing.range) == ("dimm1", DIMMS[1].range)
-    assert "dimm1" in only(report, C.RAM_NOT_IN_DUMP).message
-    assert only(report, C.RAM_NOT_IN_DUMP).range == DIMMS[1].range
+
+
+def test_ram_outside_any_device_is_still_reported_beside_a_missing_dimm() -> None:
+    cut = AddressRange(DUMP_RAM[1].start, DUMP_RAM[1].end - 64 * MiB)   # boot RAM cut short
+    report = check(elf_dump(ram=(DUMP_RAM[0], cut, DIMMS[0].range)))
+    assert sorted(errors(report)) == sorted([C.DIMM_MISSING, C.RAM_NOT_IN_DUMP])
+    assert only(report, C.RAM_NOT_IN_DUMP).range == AddressRange(cut.end, DUMP_RAM[1].end)
+    # The same rule for the raw header beside the dump.
+    report = check(elf_dump(), raw_header=raw_header(ram=(DUMP_RAM[0], cut, DIMMS[0].range)))
+    assert sorted(f.code for f in report.errors if f.in_header) == sorted(
+        [C.DIMM_MISSING, C.RAM_NOT_IN_DUMP])
+    assert all(f.message.startswith("header: ") for f in report.errors)
 
 
 def test_unplugged_dimm_still_described_is_stale() -> None:
@@ -129,10 +140,26 @@ def test_missing_cpu_note_is_incomplete_unless_the_header_explains_it() -> None:
     report = check(dump)
     assert report.verdict == Verdict.INCOMPLETE and errors(report) == [C.CPU_NOTES_MISSING]
     # A 6.1-style header with a slot for one CPU only: the CPU was hot-added after the load.
+    # One cause, one finding: the header is stale for CPU 1, not "CPU 1 did not answer".
     report = check(dump, raw_header=raw_header(possible_cpus=1))
+    assert report.verdict == Verdict.STALE and errors(report) == [C.HEADER_CPU_SLOTS_MISSING]
+    slots = only(report, C.HEADER_CPU_SLOTS_MISSING)
+    assert slots.cpu == 1 and "no slot for CPU 1," in slots.message and slots.in_header
+    # A header with slots for both: the missing note is a CPU that did not answer.
+    report = check(dump, raw_header=raw_header(possible_cpus=4))
+    assert report.verdict == Verdict.INCOMPLETE and errors(report) == [C.CPU_NOTES_MISSING]
+    # Three online CPUs, two slots, one note: one finding for each of the two causes.
+    three = make_topology(cpus_present=(0, 1, 2), cpus_online=(0, 1, 2))
+    report = check(dump, three, raw_header=raw_header(possible_cpus=2))
+    assert sorted(errors(report)) == sorted([C.HEADER_CPU_SLOTS_MISSING, C.CPU_NOTES_MISSING])
+    assert only(report, C.CPU_NOTES_MISSING).verdict == Verdict.INCOMPLETE
+    assert "no slot for CPU 2," in only(report, C.HEADER_CPU_SLOTS_MISSING).message
     assert report.verdict == Verdict.STALE
-    assert set(errors(report)) == {C.CPU_NOTES_MISSING, C.HEADER_CPU_NOTES_WRONG}
-    assert only(report, C.CPU_NOTES_MISSING).verdict == Verdict.STALE
+
+
+def test_header_with_more_slots_than_possible_cpus_is_not_this_machines() -> None:
+    report = check(elf_dump(), raw_header=raw_header(possible_cpus=6))
+    assert report.verdict == Verdict.MISMATCH and errors(report) == [C.HEADER_CPU_NOTES_WRONG]
 
 
 def test_header_describing_present_cpus_only_is_a_warning() -> None:
@@ -237,6 +264,7 @@ def test_raw_header_alone_is_the_live_audit() -> None:
     assert C.NOTES_NOT_IN_HEADER in report.codes() and C.VMCOREINFO_MISSING not in report.codes()
     stale = check(raw_header(ram=DUMP_RAM[:3]), panic_window=None)
     assert stale.verdict == Verdict.STALE and "crash header" in only(stale, C.DIMM_MISSING).message
+    assert errors(stale) == [C.DIMM_MISSING]
     no_info = parse_elfcorehdr(build_raw_elfcorehdr(make_spec(), possible_cpus=4, vmcoreinfo=False))
     assert errors(check(no_info)) == [C.HEADER_VMCOREINFO_NOTE]
 
@@ -267,20 +295,43 @@ def test_dimms_from_the_qmp_view_and_virtio_mem_regions() -> None:
 def test_report_renders_for_people_and_machines() -> None:
     report = check(elf_dump(ram=DUMP_RAM[:3]), dmesg=DMESG, raw_header=raw_header(ram=DUMP_RAM[:3]))
     lines = report.to_text().splitlines()
+    # The verdict and its causes first, then what matched, in a few lines.
     assert lines[0].startswith("vmcore verdict: STALE")
-    assert lines[-1].startswith("summary: 4 error(s), 0 warning(s)")
-    groups = [line[:-1] for line in lines[1:-1] if not line.startswith(" ")]
-    assert groups == ["dump", "cpu", "memory", "dimm", "vmcoreinfo", "dmesg"]
-    assert len(lines) == 2 + len(groups) + len(report.findings)        # one line per finding
-    memory = lines[lines.index("memory:") + 1]
-    assert memory.split()[:2] == ["error", "ram-not-in-dump"]           # errors first
+    assert lines[1] == "because:"
+    causes = lines[2:4]
+    assert [line.split()[:3] for line in causes] == [["dimm", "error", "dimm-missing"]] * 2
+    assert "header: dimm1" in causes[1]
+    matched = [line.strip() for line in lines[lines.index("matched:") + 1:-1]]
+    assert "dimm: 1 of 2 DIMMs in the dump and the header" in matched
+    assert any(line.startswith("cpu: 2 CPU notes for 2 online CPUs") for line in matched)
+    assert len(matched) <= 6 and len(lines) < len(report.findings) + 2
+    assert lines[-1].startswith("summary: 2 error(s), 0 warning(s)")
+    # Verbose: every finding, grouped by area, one line each.
+    verbose = report.to_text(verbose=True).splitlines()
+    groups = [line[:-1] for line in verbose[1:-1] if not line.startswith(" ")]
+    assert groups == ["dump", "cpu", "dimm", "vmcoreinfo", "dmesg"]   # memory: said by dimm
+    assert len(verbose) == 2 + len(groups) + len(report.findings)
+    dimm = verbose[verbose.index("dimm:") + 1]
+    assert dimm.split()[:2] == ["error", "dimm-missing"]                # errors first
     data = json.loads(json.dumps(report.to_json_dict()))
-    assert data["verdict"] == "stale" and data["counts"]["error"] == 4
+    assert data["verdict"] == "stale" and data["counts"]["error"] == 2
+    assert len(data["findings"]) == len(report.findings)
     missing = next(f for f in data["findings"] if f["code"] == "dimm-missing" and
-                   not f["message"].startswith("header"))
+                   not f["in_header"])
     assert missing["device"] == "dimm1" and missing["range"]["start"] == hex(DIMMS[1].addr)
     assert missing["verdict"] == "stale" and missing["area"] == "dimm"
     assert str(report) == report.to_text()
+
+
+def test_accurate_report_summarises_what_matched() -> None:
+    report = check(elf_dump(), raw_header=raw_header(), dmesg=DMESG, panic_cpu=0)
+    lines = report.to_text().splitlines()
+    assert lines[0].startswith("vmcore verdict: ACCURATE") and lines[1] == "matched:"
+    body = "\n".join(lines)
+    assert "memory: exactly System RAM minus Crash kernel above 1 MiB: 3 range(s), " in body
+    assert "(dump and header)" in body
+    assert "dimm: 2 of 2 DIMMs in the dump and the header" in body
+    assert len(lines) <= 9 < len(report.findings)
 
 
 def test_topology_without_cpus_or_ram_checks_nothing_it_cannot() -> None:

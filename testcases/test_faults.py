@@ -1,0 +1,70 @@
+"""Faults end in their documented result, named by their own cause, and leave no QEMU.
+
+Each of these was seen when the harness was tried as a new user would: a guest that
+refuses hot-added memory waited 96 s for the settle and ended as an SSH error; QEMU
+killed mid-swarm said only "QMP connection lost"; a too small crashkernel said only
+"kexec exit status 255".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.cmdline import GiB, MiB
+from harness.errors import HotplugNotHonoured, LostVMError
+from harness.machine import Guest
+from harness.swarm import HookAction, SwarmProgress, SwarmSpec, build_plan, run_swarm
+
+pytestmark = pytest.mark.guest
+
+MakeGuest = Callable[..., Guest]
+
+
+@pytest.mark.profile("trixie")
+def test_a_guest_that_refuses_memory_says_so_from_its_console(make_guest: MakeGuest) -> None:
+    # 48 GiB needs 768 MiB of memmap from a 1 GiB guest: the plan check refuses this plan
+    # up front (tests/test_plan_check.py), so the swarm is run directly to see the guest's
+    # own refusal, which must end the swarm at once with the kernel's line.
+    guest = make_guest("trixie", memory=GiB, max_memory=52 * GiB, memory_slots=16)
+    plan = build_plan(SwarmSpec(dimms=(4 * GiB,) * 12))
+    with pytest.raises(HotplugNotHonoured, match=r"refused hot-added memory .*add_memory "
+                                                 r"failed"):
+        run_swarm(guest, plan)
+
+
+@pytest.mark.profile("trixie")
+def test_qemu_killed_mid_swarm_is_a_harness_error_naming_the_signal(
+        make_guest: MakeGuest) -> None:
+    guest = make_guest("trixie")
+    pid = guest.pid
+    assert pid is not None
+
+    def kill_after_two(progress: SwarmProgress) -> HookAction | None:
+        if progress.done == 2:
+            os.kill(pid, signal.SIGKILL)
+        return None
+
+    with pytest.raises(LostVMError, match=r"QEMU died \(killed by signal 9\)"):
+        run_swarm(guest, build_plan(SwarmSpec(dimms=(256 * MiB,) * 8)), between=kill_after_two)
+    assert not guest.alive()
+
+
+@pytest.mark.profile("trixie")
+def test_a_too_small_crashkernel_says_what_loading_needs(
+        request: pytest.FixtureRequest, artifact_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.plugin import settings
+
+    status = main(["run", "--out", str(artifact_dir), "--accel", settings(request.config).accel,
+                   "--dimms", "", "--cpus", "0", "--crashkernel", "32M"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "result kdump_load_failed" in out
+    assert "kexec_file_load failed: Cannot assign requested address" in out
+    assert "crashkernel=32M reserved 32 MiB" in out and "loading alone needs" in out
