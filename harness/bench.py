@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .crash import panic_and_capture
-from .machine import Guest, GuestConfig
+from .guest import Guest, GuestConfig
 from .stats import Summary, summarize
 
 

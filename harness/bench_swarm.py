@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .cmdline import GiB, MiB
-from .machine import Guest, GuestConfig
+from .guest import Guest, GuestConfig
+from .hotplug import SwarmResult, SwarmSpec, build_plan, run_swarm
+from .model import Accel
 from .stats import Summary, summarize
-from .swarm import SwarmResult, SwarmSpec, build_plan, run_swarm
+from .units import GiB, MiB
 
 #: The issue's target for the reference burst's settle time (median, TCG).
 BURST_TARGET = 6.0
@@ -41,7 +42,7 @@ def bench_burst(image: Any, runs: int, *, keep: Path | None = None) -> dict[str,
     spec = SwarmSpec(dimms=(256 * MiB,) * 16, cpus=6, name="burst")
     settle, qmp, cpus, failures = [], [], [], []
     for i in range(runs):
-        result, boot = _swarm_once(image, GuestConfig(accel="tcg"), spec,
+        result, boot = _swarm_once(image, GuestConfig(accel=Accel.TCG), spec,
                                    keep / f"burst{i}" if keep else None)
         phase = result.phases[0]
         if not result.settled:
@@ -67,7 +68,7 @@ def bench_large(image: Any, *, max_cpus: int = 32, dimms: int = 64,
     2 GiB of boot memory: the struct pages of 16 GiB of hot-added memory (256 MiB) come
     out of boot memory (memmap_on_memory is off by default), next to a 256M crashkernel.
     """
-    config = GuestConfig(accel="tcg", memory=2 * GiB, max_cpus=max_cpus, memory_slots=dimms,
+    config = GuestConfig(accel=Accel.TCG, memory=2 * GiB, max_cpus=max_cpus, memory_slots=dimms,
                          max_memory=2 * GiB + dimms * 256 * MiB)
     spec = SwarmSpec(dimms=(256 * MiB,) * dimms, cpus=max_cpus - config.cpus, name="large")
     result, boot = _swarm_once(image, config, spec, keep / "large" if keep else None)

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .console import CRASH_SIGNATURES
 from .errors import HarnessError, InfrastructureError, LostVMError, SshError, UsageError
-from .kdump_sizing import RAISE_CRASHKERNEL
-from .machine import Guest, GuestState
+from .guest import Guest, GuestState
+from .guest.console import CRASH_SIGNATURES
+from .guest.kdump_sizing import RAISE_CRASHKERNEL
 from .model import Trigger, values
 from .timeouts import wait_until
 
@@ -166,8 +166,7 @@ def start_reload_in_flight(guest: Guest) -> None:
     The script unloads first (``kexec_crash_loaded`` drops to 0), then spends ~1.5 s in
     ``kexec_file_load`` holding the kexec lock: a panic now cannot start a capture kernel.
     """
-    mode = guest.readiness.get("kdump_syscall", "file").split()[0] or "file"
-    guest.ssh.start(f"/harness/kdump-load {mode} > /run/harness/reload-at-panic.log 2>&1",
+    guest.ssh.start(f"{guest.kdump_reload_command()} > /run/harness/reload-at-panic.log 2>&1",
                     timeout=guest.timeouts.command)
     wait_until(lambda: guest.run("cat /sys/kernel/kexec_crash_loaded").stdout.strip() == "0",
                timeout=guest.timeouts.kdump_load, interval=0.02,

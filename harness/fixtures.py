@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .machine import Guest, GuestConfig
+from .guest import Guest, GuestConfig
 
 __all__ = ["artifact_dir", "guest_image", "make_guest"]
 

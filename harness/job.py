@@ -17,13 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contention import ContentionSpec
 from .crash import CaptureResult, check_trigger, panic_and_capture
 from .errors import DumpUnreadable, EvidenceError, HarnessError, UsageError, VmcoreFormatError
-from .machine import Guest, GuestConfig, GuestState
-from .plan_check import check_memory_budget
+from .guest import Guest, GuestConfig, GuestState
+from .hotplug import (
+    ContentionSpec,
+    SwarmOptions,
+    SwarmPlan,
+    SwarmResult,
+    check_memory_budget,
+    run_swarm,
+)
 from .results import EXPECTATIONS, ExitStatus, Result, classify, exit_status, parse_result
-from .swarm import SwarmOptions, SwarmPlan, SwarmResult, run_swarm
 from .topology import Topology, snapshot
 from .vmcore import Dump, VerifyReport, open_dump, parse_elfcorehdr, verify
 
@@ -157,6 +162,9 @@ def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
         job.swarm = run_swarm(guest, spec.plan, options=spec.swarm_options,
                               stop_after_events=spec.panic_after,
                               contention=spec.contention, transcript_path=out / "transcript.json")
+        marker = job.swarm.klog_marker
+        if marker is not None and marker.text:
+            (out / "klog.txt").write_text(marker.text + "\n")   # the kernel's own account
         settle = job.swarm.settle_times
         job.times["swarm_settle"] = max(settle) if settle else None
         if not job.swarm.stopped_early and not job.swarm.settled:

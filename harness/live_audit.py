@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HarnessError, VmcoreFormatError
-from .machine import Guest
+from .guest import Guest
 from .topology import AddressRange, Topology, observe
 from .vmcore import (
     VerifyReport,

@@ -87,6 +87,31 @@ class Deadline:
         return DeadlineExceeded(msg, details=detail)
 
 
+def poll(
+    predicate: Callable[[], T | None],
+    *,
+    deadline: Deadline,
+    interval: float = 0.05,
+    health: Callable[[], None] | None = None,
+) -> T | None:
+    """Call ``predicate`` until it returns a truthy value (returned) or ``deadline``
+    passes (``None``: the caller says what is missing).
+
+    ``health`` runs between attempts and raises when waiting longer is pointless: the
+    guest's ``check_health`` fails at once on a dead QEMU or a panic, an OOM or a refused
+    DIMM on the console, instead of at the deadline.
+    """
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if deadline.expired():
+            return None
+        if health is not None:
+            health()
+        time.sleep(min(interval, deadline.remaining()) or interval)
+
+
 def wait_until(
     predicate: Callable[[], T | None],
     *,
@@ -94,16 +119,16 @@ def wait_until(
     what: str,
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
+    health: Callable[[], None] | None = None,
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value, or raise naming ``what``.
 
-    ``describe`` is called on failure to say what state things were left in.
+    ``describe`` is called on failure to say what state things were left in; ``health``
+    as for ``poll``.  Every wait in the harness is this one or ``poll`` (the console's
+    line waits are ``Console.wait_for``, woken by arriving lines instead of a timer).
     """
     deadline = Deadline(timeout, what)
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if deadline.expired():
-            raise deadline.fail(describe() if describe else None)
-        time.sleep(min(interval, deadline.remaining()) or interval)
+    value = poll(predicate, deadline=deadline, interval=interval, health=health)
+    if value:
+        return value
+    raise deadline.fail(describe() if describe else None)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import BootFailure, KdumpLoadError
-from harness.machine import GuestConfig
+from harness.guest import GuestConfig
 
 pytestmark = pytest.mark.guest
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.cmdline import GiB, MiB
 from harness.errors import HotplugNotHonoured, LostVMError
-from harness.machine import Guest
-from harness.swarm import HookAction, SwarmProgress, SwarmSpec, build_plan, run_swarm
+from harness.guest import Guest
+from harness.hotplug import HookAction, SwarmProgress, SwarmSpec, build_plan, run_swarm
+from harness.units import GiB, MiB
 
 pytestmark = pytest.mark.guest
 
@@ -62,7 +62,7 @@ def test_a_too_small_crashkernel_says_what_loading_needs(
     from harness.plugin import settings
 
     status = main(["run", "--out", str(artifact_dir), "--accel", settings(request.config).accel,
-                   "--dimms", "", "--cpus", "0", "--crashkernel", "32M"])
+                   "--dimms", "", "--add-cpus", "0", "--crashkernel", "32M"])
     out = capsys.readouterr().out
     assert status == 1, out
     assert "result kdump_load_failed" in out

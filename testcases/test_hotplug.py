@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.accel import qemu_version
-from harness.cmdline import GiB, MiB
-from harness.contention import ContentionSpec, boot_args_for
-from harness.hotplug import virtio_mem_qemu_args
-from harness.machine import Guest
-from harness.swarm import (
+from harness.guest import Guest
+from harness.guest.accel import qemu_version
+from harness.hotplug import (
     QEMU_SURVIVES_CPU_UNPLUG,
     Action,
     SwarmSpec,
@@ -26,7 +23,10 @@ from harness.swarm import (
     compare_actions,
     replay_plan,
     run_swarm,
+    virtio_mem_qemu_args,
 )
+from harness.hotplug.contention import ContentionSpec, boot_args_for
+from harness.units import GiB, MiB
 
 pytestmark = pytest.mark.guest
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.hotplug import SwarmOptions, SwarmSpec, build_plan, run_swarm
 from harness.live_audit import audit, read_phys
-from harness.swarm import SwarmOptions, SwarmSpec, build_plan, run_swarm
 from harness.vmcore import find_elfcorehdr
 
 pytestmark = pytest.mark.guest

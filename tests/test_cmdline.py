@@ -2,16 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cmdline import (
-    GiB,
-    GuestKernelOptions,
-    MachineSpec,
-    MiB,
-    format_size,
-    parse_size,
-    qemu_args,
-)
 from harness.errors import UsageError
+from harness.guest.qemu_args import GuestKernelOptions, MachineSpec, qemu_args
+from harness.units import GiB, MiB, format_size, parse_size
 
 
 def spec(**kw: object) -> MachineSpec:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import crash
-from harness.console import Console, LineBuffer
+from harness.guest.console import Console, LineBuffer
 
 CAPTURE = (
     "[    2.70] Run /init as init process\n"

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.contention import (
+from harness.errors import HarnessError, UsageError
+from harness.hotplug.contention import (
     LOCKED_MARK,
     ContentionInjector,
     ContentionSpec,
@@ -19,7 +20,6 @@ from harness.contention import (
     parse_udev_log,
     start_command,
 )
-from harness.errors import HarnessError, UsageError
 
 INTERRUPTS = """\
            CPU0       CPU1       CPU2
@@ -65,10 +65,14 @@ def test_irq_cpu() -> None:
 def test_spec_round_trip_and_label() -> None:
     spec = ContentionSpec("reload", offset=-0.3)
     assert ContentionSpec.from_json_dict(spec.to_json_dict()) == spec
-    assert spec.label() == "reload(cpu=acpi-irq, swarm +0.00 s after the lock is held, count=1)"
-    timed = ContentionSpec("reload", offset=-0.3, sync="none")
+    assert spec.label() == ("reload(cpu=acpi-irq, swarm +0.00 s after the lock is held, "
+                            "count=1, pad=32M)")
+    timed = ContentionSpec("reload", offset=-0.3, sync="none", pad=0)  # type: ignore[arg-type]
     assert ContentionSpec.from_json_dict(timed.to_json_dict()) == timed
     assert timed.label() == "reload(cpu=acpi-irq, offset=-0.30 s, count=1)"
+    with pytest.raises(UsageError, match="pad"):
+        ContentionSpec("udev", pad=8)  # type: ignore[arg-type]
+    assert parse_contention("reload:pad=64M").pad == 64
 
 
 def test_scripts_and_start_commands() -> None:
@@ -77,7 +81,7 @@ def test_scripts_and_start_commands() -> None:
         assert f"/run/harness/contention/{name} <<'HARNESS_EOF'" in install
     assert install.count("\nHARNESS_EOF\n") == 5
     assert start_command(ContentionSpec("reload", count=2), 1, "file", 0) == (
-        "taskset -c 1 sh /run/harness/contention/reload.sh 2 file 0 lock")
+        "taskset -c 1 sh /run/harness/contention/reload.sh 2 file 0 lock 32")
     readers = start_command(ContentionSpec("readers", count=2), None, "file", 3)
     assert readers.count("reader.sh 3-") == 2 and "taskset" not in readers
     assert "udev-start.sh classic" in start_command(ContentionSpec("udev"), None, "classic")
@@ -118,7 +122,7 @@ class FakeChannel:
 
 
 def injector_with(chunks: list[bytes], spec: ContentionSpec) -> ContentionInjector:
-    guest = SimpleNamespace(config=SimpleNamespace(kexec="file"),
+    guest = SimpleNamespace(config=SimpleNamespace(kexec="file"), kdump_mode="file",
                             timeouts=SimpleNamespace(command=5.0),
                             ssh=SimpleNamespace(start=lambda command, timeout: FakeChannel(chunks)))
     injector = ContentionInjector(guest, [spec])  # type: ignore[arg-type]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from harness import hotplug as hp
-from harness.cmdline import GiB, MiB
 from harness.errors import UsageError
+from harness.hotplug import devices as hp
+from harness.units import GiB, MiB
 
 
 def ost(device: str, source: int, status: int, slot_type: str = "DIMM",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cmdline import GiB, MiB
 from harness.errors import UsageError
-from harness.swarm import (
+from harness.hotplug import (
     Action,
     SwarmEvent,
     SwarmOptions,
@@ -22,6 +21,7 @@ from harness.swarm import (
     random_plan,
     replay_plan,
 )
+from harness.units import GiB, MiB
 
 
 def test_parse_dimms() -> None:
@@ -180,5 +180,5 @@ def test_transcript_rejects_other_json() -> None:
 
 
 def test_options_validate_update_strategy() -> None:
-    with pytest.raises(UsageError, match="update strategy"):
+    with pytest.raises(UsageError, match="--update must be one of"):
         SwarmOptions(update="sometimes")

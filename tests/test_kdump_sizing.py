@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from harness.guest.kdump_sizing import explain_load_failure, kexec_reason, reserved_size
 from harness.images.bzimage import init_size_of
-from harness.kdump_sizing import explain_load_failure, kexec_reason, reserved_size
 
 
 def bzimage(path: Path, init_size: int, protocol: int = 0x020F) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.klog import KmsgRecord, between_markers, missing_records, parse_kmsg, scan
+from harness.hotplug.klog import KmsgRecord, between_markers, missing_records, parse_kmsg, scan
 
 LOG = """\
 [    8.335024] ACPI: CPU2 has been hot-added
@@ -32,6 +32,14 @@ def test_scan_counts() -> None:
     assert c.lines == 10
     assert "trylock failures 2" in c.summary()
     assert c.to_json_dict()["hp_action_total"] == 4
+    assert c.last_update_failed is True
+
+
+def test_the_last_handler_decides_whether_failures_left_the_header_stale() -> None:
+    failed_then_repaired = ("crash hp: kexec_trylock() failed, kdump image may be inaccurate\n"
+                            "crash hp: hp_action 3\ncrash hp: updated elfcorehdr\n")
+    assert scan(failed_then_repaired).last_update_failed is False
+    assert scan("crash hp: hp_action 3\n").last_update_failed is None
 
 
 def test_scan_console_lines_without_timestamps() -> None:

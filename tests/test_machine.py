@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import accel as accel_mod
 from harness.errors import BootFailure
-from harness.machine import Guest, GuestConfig, GuestState, _parse_readiness
+from harness.guest import Guest, GuestConfig, GuestState
+from harness.guest import accel as accel_mod
+from harness.guest.config import Readiness
 
 
 def guest(tmp_path: Path) -> Guest:
@@ -36,7 +37,7 @@ def test_a_clean_exit_is_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_readiness_report_parsing() -> None:
-    ready = _parse_readiness("release=6.12\nkexec_crash_loaded=1\ncrashkernel=2e000000-3dffffff,\n"
+    ready = Readiness.parse("release=6.12\nkexec_crash_loaded=1\ncrashkernel=2e000000-3dffffff,\n"
                              "noise without equals\n")
     assert ready.kdump_loaded and ready.get("release") == "6.12"
     assert ready.get("missing", "x") == "x"

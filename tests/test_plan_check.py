@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cmdline import GiB, MiB
 from harness.errors import UsageError
-from harness.machine import GuestConfig
-from harness.plan_check import check_memory_budget, hotplug_total, memmap_on_memory
-from harness.swarm import SwarmSpec, build_plan
+from harness.guest import GuestConfig
+from harness.hotplug import SwarmSpec, build_plan
+from harness.hotplug.checks import check_memory_budget, hotplug_total, memmap_on_memory
+from harness.units import GiB, MiB
 
 
 def plan(n: int, size: int = 256 * MiB) -> object:
@@ -60,7 +60,7 @@ def test_memmap_on_memory(args: tuple[str, ...], on: bool) -> None:
 @pytest.mark.parametrize(("config", "message"), [
     (dict(memory=100 * GiB), r"--memory 100G is more than --maxmem 20G"),
     (dict(memory=1000 * MiB), r"--memory 1000M is not a multiple of 128M"),
-    (dict(cpus=9), r"--cpus 9 .* --maxcpus 8"),
+    (dict(cpus=9), r"--boot-cpus 9 .* --maxcpus 8"),
 ])
 def test_guest_config_refuses_before_anything_starts(config: dict[str, int],
                                                       message: str) -> None:

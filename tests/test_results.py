@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness import errors
+from harness.hotplug import SwarmPlan
 from harness.job import EXPECTATIONS, JobSpec
 from harness.results import ExitStatus, Family, Result, classify, exit_status, parse_result
-from harness.swarm import SwarmPlan
 
 #: Every exception a run can end with, the result it gives and its family.
 TABLE: list[tuple[BaseException, Result, Family]] = [

@@ -8,7 +8,7 @@ import paramiko
 import pytest
 
 from harness.errors import SshError
-from harness.ssh import GuestSsh, SshKey
+from harness.guest.ssh import GuestSsh, SshKey
 
 
 class HungTransport:

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,14 @@ def test_topology_json_round_trip() -> None:
     text = topo.to_json()
     assert json.loads(text)["system_ram"] == [{"start": "0x100000", "end": "0x40000000"}]
     assert Topology.from_json_dict(json.loads(text)) == topo
+
+
+def test_package_import_loads_no_guest_machinery() -> None:
+    """``harness.vmcore`` imports ranges and the model from here: no QEMU, QMP or SSH code."""
+    code = ("import sys, harness.topology as t; assert all(hasattr(t, n) for n in t.__all__); "
+            "print(*sorted(m for m in sys.modules if m.startswith('harness')))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert "harness.topology.live" in out
+    assert not {"harness.guest.machine", "harness.guest.qmp", "harness.guest.ssh",
+                "harness.guest.process"} & set(out)

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from harness.cmdline import GiB, MiB
 from harness.topology import (
     AddressRange,
     MemoryDevice,
@@ -17,6 +16,7 @@ from harness.topology import (
     observe_command,
     parse_observation,
 )
+from harness.units import GiB, MiB
 
 S = "/sys/devices/system"
 

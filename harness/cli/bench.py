@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..machine import ImageLike
+    from ..guest import ImageLike
     from ..stats import Summary
 
 
@@ -53,9 +53,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            *shlex.split(args.extra)])
 
     from ..bench import bench_boot, bench_crash
-    from ..cmdline import parse_size
+    from ..guest import GuestConfig
     from ..images import build_image
-    from ..machine import GuestConfig
+    from ..units import parse_size
 
     image = build_image(args.profile)
     memory = parse_size(args.memory)
@@ -86,8 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_audit(image: ImageLike, runs: int,
                  report: Callable[[str], None]) -> list[Summary]:
+    from ..guest import Guest, GuestConfig
     from ..live_audit import audit
-    from ..machine import Guest, GuestConfig
     from ..stats import summarize
 
     rounds: list[float] = []
@@ -103,10 +103,10 @@ def _bench_audit(image: ImageLike, runs: int,
 
 
 def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None]) -> list[Summary]:
+    from ..guest import GuestConfig
+    from ..hotplug import SwarmSpec, build_plan
     from ..job import JobSpec, run_job
-    from ..machine import GuestConfig
     from ..stats import summarize
-    from ..swarm import SwarmSpec, build_plan
 
     totals: list[float] = []
     phases: dict[str, list[float | None]] = {}

@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..model import Accel, CaptureMode, Flavour, KexecMode, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..machine import GuestConfig
+    from ..guest import GuestConfig
 
 PROFILES = ("bookworm", "trixie", "sid")
 
@@ -39,7 +39,10 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
 def add_guest_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("guest machine")
     g.add_argument("--memory", default="1G", help="boot memory (default 1G)")
-    g.add_argument("--cpus", type=int, default=2, help="vCPUs at boot (default 2)")
+    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
+                   help="vCPUs at boot (default 2)")
+    g.add_argument("--cpus", dest="cpus", type=int, action=Deprecated, new="--boot-cpus",
+                   help=argparse.SUPPRESS)
     g.add_argument("--maxcpus", type=int, default=8, help="vCPU slots for hot-plug (default 8)")
     g.add_argument("--slots", type=int, default=64, help="DIMM slots (default 64)")
     g.add_argument("--maxmem", default="20G", help="memory ceiling for hot-plug (default 20G)")
@@ -60,12 +63,32 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+class Deprecated(argparse.Action):
+    """An old spelling that still works, with a warning naming the new one.
+
+    ``--cpus`` meant the boot count in boot/crash and the hot-add count in swarm/run; the
+    two are now ``--boot-cpus`` and ``--add-cpus`` everywhere (the old spelling keeps the
+    meaning it had in each command).
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"kdump-harness: warning: {option_string} is deprecated here; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...] = (),
                  **overrides: Any) -> GuestConfig:
     """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
     then ``extra_kernel_args``)."""
-    from ..cmdline import parse_size
-    from ..machine import GuestConfig
+    from ..guest import GuestConfig
+    from ..units import parse_size
 
     capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))
     if capture not in values(CaptureMode):

@@ -60,7 +60,7 @@ def print_capture(result: CaptureResult, out: object) -> None:
 
 def cmd_crash(args: argparse.Namespace) -> int:
     from ..crash import check_trigger, panic_and_capture
-    from ..machine import Guest
+    from ..guest import Guest
 
     config = guest_config(args, capture_mode=args.mode)
     check_trigger(args.trigger, tuple(args.cpu), max_cpus=config.max_cpus)

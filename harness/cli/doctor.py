@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check_qemu() -> Check:
-    from .. import accel
-    from ..swarm import QEMU_SURVIVES_CPU_UNPLUG
+    from ..guest import accel
+    from ..hotplug import QEMU_SURVIVES_CPU_UNPLUG
 
     try:
         binary = accel.qemu_binary()
@@ -65,7 +65,7 @@ def check_kvm(probe: bool) -> Check:
     images = list_images()
     if not images:
         return Check("kvm", True, "no built image to probe with", "kdump-harness images build")
-    from .. import accel
+    from ..guest import accel
 
     ok, why = accel.probe_kvm(Path(images[0].kernel_path))
     return Check("kvm", True, ("KVM works: " if ok else "KVM unusable, TCG will be used: ") + why)
@@ -94,9 +94,9 @@ def check_apt(probe: bool) -> Check:
 
 
 def check_disk() -> Check:
-    from ..machine import default_cache_dir
+    from ..images.cache import default_cache_root
 
-    cache = default_cache_dir()
+    cache = default_cache_root()
     probe = cache if cache.exists() else cache.parent
     while not probe.exists():
         probe = probe.parent

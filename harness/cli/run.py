@@ -53,9 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..contention import parse_contention
+    from ..hotplug import SwarmOptions, parse_contention
     from ..job import JobSpec, run_job
-    from ..swarm import SwarmOptions
 
     plan = plan_from_args(args)
     config = swarm_guest_config(args, capture_mode=args.mode)

@@ -2,11 +2,12 @@
 
 Two forms share one command::
 
-    kdump-harness swarm --dimms 16x256M --cpus 6 [...]     run a swarm (the default)
+    kdump-harness swarm --dimms 16x256M --add-cpus 6 [...]   run a swarm (the default)
     kdump-harness swarm replay TRANSCRIPT.json [...]       run a recorded swarm again
 
-Here ``--cpus`` is the number of vCPUs to *hot-add*; the boot CPU count, ``--cpus`` in
-the other commands, is ``--boot-cpus`` in this one.
+``--boot-cpus`` is the number of vCPUs at boot and ``--add-cpus`` the number to hot-add,
+in every command (``--cpus``, which meant one in some commands and the other in others,
+still works with a deprecation warning).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from ..errors import UsageError
 from ..model import UPDATE_HELP, Accel, ContentionKind, UpdateStrategy, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..machine import GuestConfig
-    from ..swarm import ReplayResult, SwarmPlan, SwarmResult
+    from ..guest import GuestConfig
+    from ..hotplug import ReplayResult, SwarmPlan, SwarmResult
     from ..topology import Topology
 from .common import (
+    Deprecated,
     add_guest_options,
     add_image_options,
     build_image_from_args,
@@ -56,16 +58,16 @@ CONTENTION_HELP = (
 def add_swarm_options(p: argparse.ArgumentParser, *, dimms: str, add_cpus: int) -> None:
     """The swarm option group (shared by ``swarm`` and ``run``, with their own defaults).
 
-    The shared guest options define ``--cpus`` as the boot count; here ``--cpus`` hot-adds
-    (as the issues spell it) and ``--boot-cpus`` takes the boot count, so the parser must
-    use ``conflict_handler="resolve"``.
+    The old ``--cpus`` hot-added here (and counted boot vCPUs elsewhere): it still works,
+    deprecated, meaning ``--add-cpus`` (``conflict_handler="resolve"`` replaces the shared
+    options' deprecated ``--cpus``).
     """
     g = p.add_argument_group("swarm")
-    g.add_argument("--boot-cpus", dest="cpus", type=int, default=2,
-                   help="vCPUs at boot (default 2)")
-    g.add_argument("--cpus", "--add-cpus", dest="add_cpus", type=int, default=add_cpus,
+    g.add_argument("--add-cpus", dest="add_cpus", type=int, default=add_cpus,
                    metavar="N", help=f"vCPUs to hot-add (default {add_cpus}); needs "
-                                     "--maxcpus >= boot + N")
+                                     "--maxcpus >= --boot-cpus + N")
+    g.add_argument("--cpus", dest="add_cpus", type=int, action=Deprecated, new="--add-cpus",
+                   help=argparse.SUPPRESS)
     g.add_argument("--dimms", default=dimms, metavar="LIST",
                    help="DIMMs to hot-add: COUNTxSIZE[,COUNTxSIZE...], e.g. 16x256M "
                         "(sizes must be multiples of the guest's memory block, 128M; "
@@ -85,7 +87,7 @@ def add_swarm_options(p: argparse.ArgumentParser, *, dimms: str, add_cpus: int) 
                    help="shuffle each phase and pick what to unplug from this seed")
     g.add_argument("--random", action="store_true",
                    help="with --seed: a random plan (counts, sizes, order, removals, timing) "
-                        "within --dimms' count and --cpus")
+                        "within --dimms' count and --add-cpus")
     g.add_argument("--timing", default="burst", metavar="T",
                    help="burst (back to back, default), paced:SECONDS or waves:SIZE:SECONDS")
     g.add_argument("--contention", action="append", default=[], metavar="SPEC",
@@ -100,8 +102,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                      "'swarm replay T.json' runs a transcript again",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       # The shared guest options define --cpus as the boot count; here
-                       # --cpus hot-adds (as the issue spells it), so it replaces that one.
+                       # The old --cpus hot-added here: it replaces the shared options'
+                       # deprecated --cpus (the boot count elsewhere).
                        conflict_handler="resolve")
     add_image_options(p)
     add_guest_options(p)
@@ -129,8 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
     """The plan the options describe (also used by tests and the benchmark)."""
-    from ..cmdline import parse_size
-    from ..swarm import (
+    from ..hotplug import (
         SwarmSpec,
         build_plan,
         parse_dimms,
@@ -138,6 +139,7 @@ def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
         parse_virtio_mem,
         random_plan,
     )
+    from ..units import parse_size
 
     dimms = parse_dimms(args.dimms) if args.dimms else ()
     grow, shrink = parse_virtio_mem(args.virtio_mem) if args.virtio_mem else (None, None)
@@ -156,8 +158,7 @@ def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
 
 def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
     """The guest a swarm needs: room for the hot-added vCPUs, the virtio-mem device."""
-    from ..contention import boot_args_for, parse_contention
-    from ..hotplug import virtio_mem_qemu_args
+    from ..hotplug import boot_args_for, parse_contention, virtio_mem_qemu_args
 
     if args.cpus + args.add_cpus > args.maxcpus:
         raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
@@ -171,8 +172,8 @@ def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfi
 
 
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
-    from ..cmdline import parse_size
-    from ..swarm import parse_virtio_mem
+    from ..hotplug import parse_virtio_mem
+    from ..units import parse_size
 
     if not args.virtio_mem:
         return None
@@ -187,10 +188,8 @@ def _virtio_mem_region(args: argparse.Namespace) -> int | None:
 
 
 def cmd_swarm(args: argparse.Namespace) -> int:
-    from ..contention import parse_contention
-    from ..machine import Guest
-    from ..plan_check import check_memory_budget
-    from ..swarm import SwarmOptions, run_swarm
+    from ..guest import Guest
+    from ..hotplug import SwarmOptions, check_memory_budget, parse_contention, run_swarm
 
     if args.swarm_command == "replay":
         return cmd_replay(args)
@@ -217,8 +216,8 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ..machine import Guest
-    from ..swarm import SwarmTranscript, guest_config_from_transcript, replay
+    from ..guest import Guest
+    from ..hotplug import SwarmTranscript, guest_config_from_transcript, replay
 
     transcript = SwarmTranscript.load(args.transcript)
     args.profile = args.profile or transcript.guest.get("profile") or "trixie"
@@ -256,8 +255,8 @@ def save_artifacts(result: SwarmResult, out: Path) -> None:
 
 
 def topology_lines(topo: Topology) -> list[str]:
-    from ..cmdline import format_size
     from ..topology import format_cpu_list
+    from ..units import size_option
 
     ram = ", ".join(str(r) for r in topo.system_ram)
     total = sum(r.size for r in topo.system_ram)
@@ -269,7 +268,7 @@ def topology_lines(topo: Topology) -> list[str]:
          f"{format_cpu_list(topo.cpus_present)}, possible {format_cpu_list(topo.cpus_possible)}"),
         (f"  memory blocks     {len(topo.memory_blocks_online)} online, "
          f"{len(topo.memory_blocks_offline)} offline "
-         f"({format_size(topo.memory_block_size or 0)} each)"),
+         f"({size_option(topo.memory_block_size or 0)} each)"),
         f"  crash_hotplug     cpu={topo.crash_hotplug_cpu} memory={topo.crash_hotplug_memory}",
     ]
 

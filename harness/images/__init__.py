@@ -9,21 +9,28 @@ Public API::
     check_kernel_config(config) -> list[str]       problems that rule a kernel out
     load_profiles() -> ProfileSet                  guest-images/profiles.toml
 
-Initramfs layout (userspace.cpio; the first kernel's initrd adds /boot)::
+The modules, in the order a build goes through them::
 
-    /init, /harness/...                 guest-images/rootfs (copied last: it wins clashes)
-    /bin/busybox, /bin/sh -> busybox    static busybox; /init runs `busybox --install -s`
-    /sbin/kexec  /usr/bin/makedumpfile  /usr/sbin/dropbear  /usr/bin/dropbearkey
-    /lib/x86_64-linux-gnu/<soname>      every DT_NEEDED library, named by soname
-    /lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
-    /usr/lib/x86_64-linux-gnu -> ../../lib/x86_64-linux-gnu
-    /lib/modules/<release>/kernel/...ko decompressed modules of all groups
-    /etc/harness/modules/<group>        one absolute .ko path per line, dependencies first;
-                                        empty when the group is built in or unavailable
-    /etc/harness/image.json             manifest: profile, flavour, release, packages, groups
-    /etc/passwd /etc/group /etc/shells /etc/nsswitch.conf /etc/hosts
-    /dev/console (char 5:1)             the kernel opens it for init before devtmpfs exists
-    /boot/vmlinuz, /boot/capture.cpio   initrd.cpio only: the kernel and initrd to kexec -p
+    profiles.py       guest-images/profiles.toml: profiles, binaries, module groups
+    lockfile.py       guest-images/packages.lock.json: the exact .debs (and sha256_file)
+    plan.py           a request -> BuildPlan: validated inputs and the image's cache key
+    builder.py        build_image: cache lookup, per-image lock, the build steps in order
+    packages.py       the locked .debs, from the cache or downloaded; re-pinning the lock
+    apt.py            apt-get in a private state directory; the host's Debian mirror
+    lock_fallback.py  the archive dropped a pinned version: lock policy, fallback plan
+    debs.py           unpacking .debs without dpkg or root
+    kernel.py         Debian's kernel or your own: read, config checked, module groups
+    bzimage.py        the release string in a bzImage's setup header
+    kconfig.py        .config parsing and what the harness needs from it
+    kmod.py           module dependencies (.modinfo), load order, decompression
+    initramfs.py      the userspace cpio (its layout in the docstring), the /boot cpio
+    elfdeps.py        the shared-library closure of the guest binaries
+    cpio.py           a deterministic newc writer (and reader)
+    pvh.py            the uncompressed vmlinux QEMU boots through its PVH entry
+    image.py          GuestImage: what a built image directory holds, its image.json
+    cached_images.py  images in the cache: path, list, what is current, prune
+    cache.py          the on-disk cache: .debs, images, apt state, locks
+    bench.py          build-time benchmark (python -m harness.images.bench)
 """
 
 from __future__ import annotations
@@ -34,23 +41,19 @@ from typing import TYPE_CHECKING, Any
 from .profiles import FLAVOURS, Profile, ProfileSet, load_profiles
 
 if TYPE_CHECKING:
-    from .builder import (
-        CUSTOM_FLAVOUR,
-        GuestImage,
-        build_image,
-        image_path,
-        list_images,
-        lock_file_path,
-        plan_build,
-    )
+    from .builder import build_image
+    from .cached_images import image_path, list_images
+    from .image import CUSTOM_FLAVOUR, GuestImage
     from .kconfig import check_kernel_config, describe_kernel_config, has_crash_hotplug
+    from .lockfile import lock_file_path
+    from .plan import plan_build
 
 #: Names loaded on first use: the builder pulls in apt, cpio and ELF tooling, which the
 #: command line's parser and the guest machinery do not need (PEP 562).
 _LAZY = {
-    "CUSTOM_FLAVOUR": "builder", "GuestImage": "builder", "build_image": "builder",
-    "image_path": "builder", "list_images": "builder", "lock_file_path": "builder",
-    "plan_build": "builder", "check_kernel_config": "kconfig",
+    "CUSTOM_FLAVOUR": "image", "GuestImage": "image", "build_image": "builder",
+    "image_path": "cached_images", "list_images": "cached_images",
+    "lock_file_path": "lockfile", "plan_build": "plan", "check_kernel_config": "kconfig",
     "describe_kernel_config": "kconfig", "has_crash_hotplug": "kconfig",
 }
 

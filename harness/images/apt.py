@@ -301,11 +301,15 @@ class AptState:
         return new[0]
 
 
-class AptCommandError(Exception):
-    """An apt command failed; ``output`` holds what it said."""
+class AptCommandError(ImageBuildError):
+    """An apt command failed; ``output`` (also ``details``) holds what it said.
+
+    ``AptState.update``/``show`` and ``packages.fetch_debs`` re-raise it as an error that
+    names what was being fetched; one that escapes is still an ``ImageBuildError``.
+    """
 
     def __init__(self, argv: Sequence[str], status: int, output: str) -> None:
-        super().__init__(f"{' '.join(argv)} exited with {status}")
+        super().__init__(f"{' '.join(argv)} exited with {status}", details=output or None)
         self.argv = list(argv)
         self.status = status
         self.output = output

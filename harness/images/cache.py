@@ -5,10 +5,10 @@ else ``~/.cache/kdump-harness``)::
 
     debs/<sha256>.deb                  every package ever downloaded, verified
     apt/<profile>/                     private apt configuration and lists per profile
-    images/<profile>-<flavour>-<key>/  one built image (see builder.py)
+    images/<profile>-<flavour>-<key>/  one built image (see image.py; the key: plan.py)
     locks/<key>.lock                   flock files: one builder per image at a time
     fallback/<key>.json                the packages that replaced a lock state the archive
-                                       dropped (see builder.build_image)
+                                       dropped (see lock_fallback.py)
 """
 
 from __future__ import annotations

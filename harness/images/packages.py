@@ -79,7 +79,7 @@ class PinnedVersionGone(ImageBuildError):
 
     Debian keeps one version of each package per suite: a stable point release or a sid
     upload drops the pinned one. The builder may then fall back to the current version
-    (see ``builder.build_image``); ``package`` names the first one found missing.
+    (see lock_fallback.py); ``package`` names the first one found missing.
     """
 
     def __init__(self, message: str, *, package: LockedPackage, details: str | None = None

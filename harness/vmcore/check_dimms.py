@@ -30,16 +30,8 @@ from ..topology import (
     intersect_ranges,
     subtract_ranges,
 )
-from .findings import (
-    Finding,
-    FindingCode,
-    Severity,
-    Verdict,
-    format_size,
-    info,
-    ranges_text,
-    warning,
-)
+from ..units import format_size
+from .findings import Finding, FindingCode, Severity, Verdict, info, ranges_text, warning
 from .ranges import RangeIndex, total
 from .subject import Subject
 

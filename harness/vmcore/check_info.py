@@ -6,8 +6,9 @@ import re
 from collections.abc import Sequence
 
 from ..topology import Topology
+from ..units import format_size
 from .constants import X86_64_PAGE_SIZE
-from .findings import Finding, FindingCode, Verdict, error, format_size, info, warning
+from .findings import Finding, FindingCode, Verdict, error, info, warning
 from .model import Dump
 from .notes import VmcoreInfo
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..topology import AddressRange, Topology, intersect_ranges, merge_ranges, subtract_ranges
+from ..units import format_size
 from .check_dimms import DeviceMap, check_devices
 from .constants import LOW_MEMORY_END, X86_64_PAGE_SIZE, DumpFormat
-from .findings import Finding, FindingCode, Verdict, format_size, ranges_text
+from .findings import Finding, FindingCode, Verdict, ranges_text
 from .model import Dump
 from .ranges import RangeIndex
 from .subject import Subject

@@ -188,15 +188,6 @@ def decide_verdict(findings: Sequence[Finding]) -> Verdict:
     return Verdict.ACCURATE
 
 
-def format_size(size: int) -> str:
-    """``268435456`` -> ``256 MiB``; exact units where possible."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << shift:
-            value = size / (1 << shift)
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
-    return f"{size} bytes"
-
-
 def ranges_text(ranges: Sequence[AddressRange], limit: int = 4) -> str:
     """The first few ranges, then how many more."""
     shown = ", ".join(str(r) for r in ranges[:limit])

@@ -6,8 +6,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from ..units import format_size
 from .constants import DumpFormat
-from .findings import format_size
 from .model import Dump
 
 _FORMAT_NAMES = {

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..topology import MemoryDevice, Topology
+from ..units import format_size
 from .check_cpu import check_cpu_notes, check_header_slots
 from .check_dimms import DeviceMap, check_device_views
 from .check_info import check_dmesg, check_integrity, check_vmcoreinfo
@@ -59,7 +60,6 @@ from .findings import (
     Verdict,
     area_of,
     decide_verdict,
-    format_size,
 )
 from .model import Dump
 from .notes import VmcoreInfo, vmcoreinfo_from_buffer

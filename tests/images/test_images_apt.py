@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HostError, UsageError
+from harness.errors import HostError, ImageBuildError, UsageError
 from harness.images import apt
 
 # Placeholder hosts only: the real mirror always comes from the host's configuration.
@@ -117,3 +117,11 @@ def test_private_apt_options_never_touch_the_host(tmp_path: Path) -> None:
     assert "Debug::NoLocking=1" in options and "APT::Architecture=amd64" in options
     assert state.sources_list == (
         f"deb [signed-by={apt.DEBIAN_KEYRING}] {ARCHIVE} trixie main\n")
+
+
+def test_a_failed_apt_command_is_an_image_build_error() -> None:
+    exc = apt.AptCommandError(["apt-get", "download", "-q", "x=1"], 100, "E: Version '1' not found")
+    assert isinstance(exc, ImageBuildError)
+    assert exc.message == "apt-get download -q x=1 exited with 100"
+    assert exc.output == exc.details == "E: Version '1' not found"
+    assert str(exc).splitlines()[0] == exc.message  # all `kdump-harness doctor` shows

@@ -1,4 +1,6 @@
-"""The builder: cache keys, your own kernel, concurrent builds, and a real offline build."""
+"""Building images: cache keys (plan.py), your own kernel (kernel.py), concurrent builds
+(builder.py), real offline builds, the lock fallback (lock_fallback.py) and pruning
+(cached_images.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from typing import Any
 import pytest
 
 from harness.errors import ImageBuildError, KernelUnsuitable, UsageError
-from harness.images import builder, cpio, elfdeps
+from harness.images import builder, cached_images, cpio, elfdeps, lock_fallback
+from harness.images.image import GuestImage
 from harness.images.kconfig import REQUIRED_OPTIONS
-from harness.images.lockfile import LockedFlavour, load_lock
+from harness.images.kernel import custom_kernel
+from harness.images.lockfile import LockedFlavour, load_lock, lock_file_path
 from harness.images.packages import PinnedVersionGone
+from harness.images.plan import BuildPlan, plan_build
 
 
 def fake_bzimage(path: Path, release: str = "7.1.0-rc3+") -> Path:
@@ -44,15 +49,15 @@ def good_config(path: Path, extra: str = "") -> Path:
 
 
 def test_key_is_stable_and_follows_every_input(rootfs: Path) -> None:
-    key = builder.plan_build("trixie", rootfs=rootfs).key
-    assert builder.plan_build("trixie", rootfs=rootfs).key == key
-    assert builder.plan_build("trixie", flavour="generic", rootfs=rootfs).key != key
-    assert builder.plan_build("bookworm", rootfs=rootfs).key != key
+    key = plan_build("trixie", rootfs=rootfs).key
+    assert plan_build("trixie", rootfs=rootfs).key == key
+    assert plan_build("trixie", flavour="generic", rootfs=rootfs).key != key
+    assert plan_build("bookworm", rootfs=rootfs).key != key
     (rootfs / "harness" / "lib.sh").write_text("changed\n")
-    changed = builder.plan_build("trixie", rootfs=rootfs).key
+    changed = plan_build("trixie", rootfs=rootfs).key
     assert changed != key
     os.chmod(rootfs / "harness" / "lib.sh", 0o755)
-    assert builder.plan_build("trixie", rootfs=rootfs).key != changed
+    assert plan_build("trixie", rootfs=rootfs).key != changed
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -63,13 +68,13 @@ def test_key_is_stable_and_follows_every_input(rootfs: Path) -> None:
 def test_bad_requests_are_usage_errors(rootfs: Path, kwargs: dict[str, Any],
                                        message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        builder.plan_build("trixie", rootfs=rootfs, **kwargs)
+        plan_build("trixie", rootfs=rootfs, **kwargs)
 
 
 def test_rootfs_needs_an_executable_init(rootfs: Path) -> None:
     os.chmod(rootfs / "init", 0o644)
     with pytest.raises(UsageError, match="no executable init"):
-        builder.plan_build("trixie", rootfs=rootfs)
+        plan_build("trixie", rootfs=rootfs)
 
 
 def test_custom_kernel_finds_modules_and_config_of_a_build_tree(tmp_path: Path) -> None:
@@ -78,7 +83,7 @@ def test_custom_kernel_finds_modules_and_config_of_a_build_tree(tmp_path: Path) 
     good_config(tree / ".config")
     modules = tmp_path / "mods"
     (modules / "lib" / "modules" / "7.1.0-rc3+" / "kernel").mkdir(parents=True)
-    custom = builder.custom_kernel(kernel, modules, None)
+    custom = custom_kernel(kernel, modules, None)
     assert custom.release == "7.1.0-rc3+"
     assert custom.modules == modules / "lib" / "modules" / "7.1.0-rc3+"
     assert custom.config == tree / ".config" and custom.config_source == str(tree / ".config")
@@ -88,14 +93,14 @@ def test_custom_kernel_with_modules_of_another_release(tmp_path: Path) -> None:
     kernel = fake_bzimage(tmp_path / "bzImage")
     (tmp_path / "mods" / "lib" / "modules" / "6.99.0" / "kernel").mkdir(parents=True)
     with pytest.raises(UsageError, match=r"no lib/modules/7.1.0-rc3\+ .*found: 6.99.0"):
-        builder.custom_kernel(kernel, tmp_path / "mods", None)
+        custom_kernel(kernel, tmp_path / "mods", None)
 
 
 # -- caching and concurrency (the build itself replaced by a fake) ----------------------------
 
 
 def _fake_build(calls: list[str], delay: float = 0.0) -> Any:
-    def build(plan: builder.BuildPlan, cache: Any, mirror: Any, staging: Path,
+    def build(plan: BuildPlan, cache: Any, mirror: Any, staging: Path,
               output: Path) -> dict[str, Any]:
         calls.append(plan.key)
         time.sleep(delay)
@@ -112,7 +117,7 @@ def test_concurrent_requests_build_once(rootfs: Path, cache_dir: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(builder, "_build", _fake_build(calls, delay=0.3))
-    results: list[builder.GuestImage] = []
+    results: list[GuestImage] = []
 
     def worker() -> None:
         results.append(builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir))
@@ -139,8 +144,8 @@ def test_rebuild_replaces_files_in_place(rootfs: Path, cache_dir: Path,
     rebuilt = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, rebuild=True)
     assert not rebuilt.cached and len(calls) == 2
     assert rebuilt.directory.stat().st_ino == inode and rebuilt.built_at > first.built_at
-    assert builder.image_path("trixie", rootfs=rootfs, cache_dir=cache_dir) == first.directory
-    assert [i.directory for i in builder.list_images(cache_dir)] == [first.directory]
+    assert cached_images.image_path("trixie", rootfs=rootfs, cache_dir=cache_dir) == first.directory
+    assert [i.directory for i in cached_images.list_images(cache_dir)] == [first.directory]
 
 
 def test_custom_kernel_config_is_checked_before_any_download(
@@ -165,7 +170,7 @@ def test_custom_kernel_config_is_checked_before_any_download(
 
 def _seed_debs(user_cache: Path, cache_dir: Path, profile: str, flavour: str,
                userspace_only: bool = False) -> None:
-    locked = load_lock(builder.lock_file_path()).flavour(profile, flavour)
+    locked = load_lock(lock_file_path()).flavour(profile, flavour)
     wanted = locked.userspace() if userspace_only else locked.packages
     missing = [n for n, p in wanted.items()
                if not (user_cache / "debs" / f"{p.sha256}.deb").is_file()]
@@ -286,12 +291,12 @@ def moved_archive(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]
     """The archive has moved on past the lock's libc6: ``_build`` fails for plans that
     still pin it, and resolving the current versions gives a newer one.  Returns the
     build calls and the resolutions, for counting."""
-    locked = load_lock(builder.lock_file_path()).flavour("trixie", "cloud")
+    locked = load_lock(lock_file_path()).flavour("trixie", "cloud")
     calls: list[str] = []
     resolves: list[str] = []
     fake = _fake_build(calls)
 
-    def build(plan: builder.BuildPlan, cache: Any, mirror: Any, staging: Path,
+    def build(plan: BuildPlan, cache: Any, mirror: Any, staging: Path,
               output: Path) -> dict[str, Any]:
         if plan.packages["libc6"] == locked.packages["libc6"]:
             raise PinnedVersionGone("libc6 gone", package=locked.packages["libc6"])
@@ -302,7 +307,7 @@ def moved_archive(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]
         return _newer(locked, "libc6")
 
     monkeypatch.setattr(builder, "_build", build)
-    monkeypatch.setattr(builder, "resolve_current_flavour", resolve)
+    monkeypatch.setattr(lock_fallback, "resolve_current_flavour", resolve)
     return calls, resolves
 
 
@@ -310,7 +315,7 @@ def test_a_dropped_pin_falls_back_to_the_current_version_and_says_so(
         rootfs: Path, cache_dir: Path, moved_archive: tuple[list[str], list[str]]) -> None:
     calls, resolves = moved_archive
     image = builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
-    old = load_lock(builder.lock_file_path()).flavour("trixie", "cloud").packages["libc6"]
+    old = load_lock(lock_file_path()).flavour("trixie", "cloud").packages["libc6"]
     assert dict(image.lock_drift) == {"libc6": (old.version, old.version + "+really.newer")}
     assert "libc6" in image.drift_summary() and "packages.lock.json" in image.drift_summary()
     assert len(calls) == 1 and resolves == ["cloud"]
@@ -327,11 +332,11 @@ def test_a_dropped_pin_is_an_error_under_the_strict_policy(
     calls, resolves = moved_archive
     with pytest.raises(ImageBuildError, match=r"libc6 gone .*strict lock"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, lock="strict")
-    monkeypatch.setenv(builder.LOCK_ENV, "strict")
+    monkeypatch.setenv(lock_fallback.LOCK_ENV, "strict")
     with pytest.raises(ImageBuildError, match="strict lock"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
     assert resolves == [] and calls == []
-    monkeypatch.setenv(builder.LOCK_ENV, "loose")
+    monkeypatch.setenv(lock_fallback.LOCK_ENV, "loose")
     with pytest.raises(UsageError, match="KDUMP_HARNESS_LOCK must be one of prefer, strict"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
 
@@ -354,9 +359,9 @@ def test_prune_keeps_the_current_images_and_removes_what_changes_left_behind(
                                  rootfs=rootfs, cache_dir=cache_dir)
     assert len({old.directory, current.directory, custom.directory}) == 3
 
-    would = builder.prune_images(cache_dir, rootfs=rootfs, dry_run=True, keep_custom=True)
+    would = cached_images.prune_images(cache_dir, rootfs=rootfs, dry_run=True, keep_custom=True)
     assert [d for d, _ in would] == [old.directory] and old.directory.exists()
-    gone = builder.prune_images(cache_dir, rootfs=rootfs)
+    gone = cached_images.prune_images(cache_dir, rootfs=rootfs)
     assert {d for d, _ in gone} == {old.directory, custom.directory}
     assert all(size > 0 for _, size in gone)
     assert current.directory.exists() and not old.directory.exists()

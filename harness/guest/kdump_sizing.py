@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cmdline import MiB
-from .images.bzimage import init_size_of
+from ..images.bzimage import init_size_of
+from ..units import MiB
 
 #: Purgatory, boot parameters, command line and the elfcorehdr (a few hundred KiB).
 LOAD_OVERHEAD = 1 * MiB

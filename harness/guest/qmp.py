@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecuteError, QMPClient
 from qemu.qmp.error import QMPError
 
-from .errors import LostVMError, QmpError
+from ..errors import LostVMError, QmpError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class Transcript:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: list[dict[str, Any]] = []
+        #: The file's line number of ``entries[0]`` (it is appended to, never rewritten).
+        self.first_line = _count_lines(path) if path is not None else 0
         self._lock = threading.Lock()
         # Open for the transcript's lifetime (every record() appends); close() closes it.
         self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
@@ -62,6 +64,14 @@ class Transcript:
             if self._file:
                 self._file.close()
                 self._file = None
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 class EventWaiter:

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cmdline import format_size
-from .errors import GuestCommandError, HarnessError, HotplugNotHonoured, QmpError, UsageError
+from ..errors import GuestCommandError, HarnessError, HotplugNotHonoured, QmpError, UsageError
+from ..units import size_option
 
 if TYPE_CHECKING:
-    from .machine import Guest
-    from .qmp import Qmp
+    from ..guest import Guest
+    from ..guest.qmp import Qmp
 
 OST_EVENT = "ACPI_DEVICE_OST"
 DELETED_EVENT = "DEVICE_DELETED"
@@ -113,8 +113,8 @@ def validate_memory_size(size: int, block_size: int, what: str) -> None:
     if size <= 0:
         raise UsageError(f"{what}: size must be positive, not {size}")
     if size % block_size:
-        raise UsageError(f"{what}: {format_size(size)} is not a multiple of the guest's "
-                         f"memory block size {format_size(block_size)}")
+        raise UsageError(f"{what}: {size_option(size)} is not a multiple of the guest's "
+                         f"memory block size {size_option(block_size)}")
 
 
 def dimm_backend_args(device_id: str, size: int) -> dict[str, Any]:

@@ -6,37 +6,12 @@ so the whole command line is unit-tested without QEMU.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-
-MiB = 1 << 20
-GiB = 1 << 30
-
-#: Guests with less than 64 GiB use 128 MiB memory blocks on x86_64; DIMMs must be multiples.
-DEFAULT_MEMORY_BLOCK = 128 * MiB
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Parse ``256M``, ``1G``, ``4096`` (bytes), ``2GiB`` into bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise UsageError(f"not a size: {text!r} (use e.g. 256M or 1G)")
-    scale = {"": 1, "K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}[m.group(2).upper()]
-    return int(m.group(1)) * scale
-
-
-def format_size(nbytes: int) -> str:
-    """``268435456`` -> ``256M``; the inverse of ``parse_size`` for whole units."""
-    for unit, scale in (("T", 1 << 40), ("G", GiB), ("M", MiB), ("K", 1 << 10)):
-        if nbytes and nbytes % scale == 0:
-            return f"{nbytes // scale}{unit}"
-    return str(nbytes)
+from ..errors import UsageError
+from ..units import GiB, MiB, size_option
 
 
 @dataclass(frozen=True)
@@ -64,7 +39,7 @@ class MachineSpec:
         if self.accel not in ("tcg", "kvm"):
             raise UsageError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
         if self.memory % (128 * MiB):
-            raise UsageError(f"guest memory {format_size(self.memory)} is not a multiple of 128M")
+            raise UsageError(f"guest memory {size_option(self.memory)} is not a multiple of 128M")
         if self.max_memory < self.memory:
             raise UsageError("maxmem must be at least the boot memory")
         if not 1 <= self.cpus <= self.max_cpus:

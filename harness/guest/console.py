@@ -30,7 +30,7 @@ from typing import IO
 import pexpect
 import pexpect.fdpexpect
 
-from .errors import BootFailure, LostVMError, UnexpectedPanic
+from ..errors import BootFailure, LostVMError, UnexpectedPanic
 
 #: Console lines that end or endanger a run, by kind (checked on every wait).
 CRASH_SIGNATURES: dict[str, Pattern[str]] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import GuestCommandError, SshError
+from ..errors import GuestCommandError, SshError
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .console import TRYLOCK_FAILURE
-from .errors import HarnessError
+from ..errors import HarnessError
+from ..guest.console import TRYLOCK_FAILURE
 
 if TYPE_CHECKING:
-    from .machine import Guest
+    from ..guest import Guest
 
 
 class HpAction(enum.IntEnum):
@@ -63,6 +63,10 @@ class KlogCounts:
     other_errors: list[str] = field(default_factory=list)
     lines: int = 0
     lost_records: int = 0    # log records the reader missed: the counts are lower bounds
+    #: Whether the last crash hot-plug handler to run failed its trylock (True) or
+    #: rewrote the header (False; None when neither was logged).  A failure leaves the
+    #: header stale only if no later successful event rebuilt it: this says which.
+    last_update_failed: bool | None = None
 
     @property
     def hp_action_total(self) -> int:
@@ -100,6 +104,7 @@ def scan(text: str) -> KlogCounts:
                 counts.trylock_old_wording += 1
             elif _TRYLOCK_NEW.search(line):
                 counts.trylock_new_wording += 1
+            counts.last_update_failed = True
             continue
         m = _HP_ACTION.search(line)
         if m:
@@ -112,6 +117,7 @@ def scan(text: str) -> KlogCounts:
             continue
         if _UPDATED.search(line):
             counts.updated_elfcorehdr += 1
+            counts.last_update_failed = False
             continue
         other = _CRASH_HP.search(line)
         if other:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HostError, UsageError
+from ..errors import HostError, UsageError
 from .process import die_with_parent
 
 QEMU = "qemu-system-x86_64"

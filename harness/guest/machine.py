@@ -10,7 +10,6 @@ runner leaves it behind.
 from __future__ import annotations
 
 import atexit
-import enum
 import json
 import logging
 import re
@@ -19,168 +18,32 @@ import subprocess
 import tempfile
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
-from . import accel as accel_mod
-from .cmdline import (
-    GiB,
-    GuestKernelOptions,
-    MachineSpec,
-    MiB,
-    format_size,
-    qemu_args,
-    render_command,
-)
-from .console import CRASH_SIGNATURES, EMULATOR_FAULTS, GUEST_MEMORY_SIGNATURES, Console
-from .errors import (
+from ..errors import (
     BootFailure,
-    GuestOutOfMemory,
     HarnessError,
-    HotplugNotHonoured,
     KdumpLoadError,
     LostVMError,
     QemuLaunchError,
     SshError,
-    UnexpectedPanic,
-    UsageError,
 )
+from ..images.cache import default_cache_root
+from ..timeouts import Timeouts
+from ..units import MiB
+from . import accel as accel_mod
+from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
+from .console import EMULATOR_FAULTS, Console
+from .health import console_health
 from .kdump_sizing import explain_load_failure, reserved_size
-from .model import CaptureMode, KexecMode, values
 from .process import die_with_parent, kill_process_group
+from .qemu_args import GuestKernelOptions, MachineSpec, qemu_args, render_command
 from .qmp import Qmp
 from .ssh import CommandResult, GuestSsh, SshKey
-from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
-
-
-class ImageLike(Protocol):
-    """What the guest needs from a built image (``harness.images.GuestImage``).
-
-    Read-only members, so that frozen dataclasses such as ``GuestImage`` satisfy it.
-    """
-
-    @property
-    def profile(self) -> str: ...
-    @property
-    def kernel_path(self) -> Path: ...
-    @property
-    def initrd_path(self) -> Path: ...
-    @property
-    def kernel_release(self) -> str: ...
-
-
-class GuestState(enum.Enum):
-    NEW = "new"
-    LAUNCHING = "launching"
-    RUNNING = "running"
-    PANICKED = "panicked"
-    STOPPED = "stopped"
-
-
-KEXEC_MODES = values(KexecMode)
-CAPTURE_MODES = values(CaptureMode)
-KERNEL_ENTRIES = ("auto", "bzimage")
-
-
-@dataclass(frozen=True)
-class GuestConfig:
-    """How to shape and boot one guest (independent of which image)."""
-
-    memory: int = 1 * GiB
-    cpus: int = 2
-    max_cpus: int = 8
-    memory_slots: int = 64
-    max_memory: int = 20 * GiB
-    crashkernel: str = "256M"
-    kexec: str = "file"                  # file | classic | none
-    kexec_hotplug: bool = True           # classic only: pass --hotplug when supported
-    capture_mode: str = "headers"
-    memhp_default_state: str | None = "online_movable"
-    accel: str = "auto"
-    firmware: str = "qboot"              # qboot | seabios
-    #: auto: the image's uncompressed vmlinux through its PVH entry when it has one (no
-    #: emulated decompressor: ~0.6 s less per TCG boot), else the bzImage; bzimage: always
-    #: the bzImage and its own decompressor, as a bootloader would start it.
-    kernel_entry: str = "auto"
-    crash_debug: bool = True
-    kernel_args: tuple[str, ...] = ()
-    capture_args: tuple[str, ...] = ()   # extra capture-kernel command line words
-    qemu_args: tuple[str, ...] = ()      # extra QEMU arguments (e.g. a cold-plugged virtio-mem)
-    dump_disks: bool = True
-    wait_kdump: bool = True
-    #: Boots tried again when one fails with a known emulator fault (TCG only; each failed
-    #: attempt's evidence is kept in ``boot-attempt-N/``; see console.EMULATOR_FAULTS).
-    boot_retries: int = 1
-
-    def validate(self) -> None:
-        if self.kexec not in KEXEC_MODES:
-            raise UsageError(f"kexec must be one of {', '.join(KEXEC_MODES)}, not {self.kexec!r}")
-        if self.capture_mode not in CAPTURE_MODES:
-            raise UsageError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, "
-                             f"not {self.capture_mode!r}")
-        if self.firmware not in ("qboot", "seabios"):
-            raise UsageError(f"firmware must be qboot or seabios, not {self.firmware!r}")
-        if self.kernel_entry not in KERNEL_ENTRIES:
-            raise UsageError(f"kernel entry must be one of {', '.join(KERNEL_ENTRIES)}, "
-                             f"not {self.kernel_entry!r}")
-        if self.memory < 512 * MiB:
-            raise UsageError(f"--memory {format_size(self.memory)}: below 512M leaves no room "
-                             "for a crashkernel")
-        if self.memory % (128 * MiB):
-            raise UsageError(f"--memory {format_size(self.memory)} is not a multiple of 128M "
-                             "(the guest's memory block)")
-        if self.max_memory < self.memory:
-            raise UsageError(f"--memory {format_size(self.memory)} is more than --maxmem "
-                             f"{format_size(self.max_memory)} (the ceiling for boot plus "
-                             "hot-added memory): raise --maxmem or lower --memory")
-        if not 1 <= self.cpus <= self.max_cpus:
-            raise UsageError(f"--cpus {self.cpus} (vCPUs at boot) must be between 1 and "
-                             f"--maxcpus {self.max_cpus}")
-        if self.max_cpus > 255:
-            raise UsageError(f"--maxcpus {self.max_cpus}: more than 255 vCPUs needs "
-                             "x2APIC/IOMMU setup the harness does not do")
-        if self.boot_retries < 0:
-            raise UsageError(f"boot retries must be >= 0, not {self.boot_retries}")
-
-
-@dataclass
-class PhaseTimes:
-    """Host-side wall times of the boot phases, in seconds from QEMU's launch."""
-
-    qemu_started: float = 0.0
-    userspace: float | None = None
-    ssh_ready: float | None = None
-    kdump_loaded: float | None = None
-    kdump_ready: float | None = None
-    guest_uptime_userspace: float | None = None
-    guest_kdump_load: float | None = None       # the load itself, measured in the guest
-
-    def as_dict(self) -> dict[str, float | None]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """What the guest reports once it is up (``/harness/readiness``)."""
-
-    values: dict[str, str] = field(default_factory=dict)
-
-    def get(self, key: str, default: str = "") -> str:
-        return self.values.get(key, default)
-
-    @property
-    def kdump_loaded(self) -> bool:
-        return self.get("kexec_crash_loaded") == "1"
-
-    def summary(self) -> str:
-        keys = ["release", "kdump_syscall", "kexec_crash_loaded", "crashkernel",
-                "crash_hotplug_cpu", "crash_hotplug_memory", "cpus_online", "cpus_possible",
-                "mem_total_kb"]
-        return "\n".join(f"  {k:22} {self.get(k) or '-'}" for k in keys)
 
 
 _live_guests: weakref.WeakSet[Guest] = weakref.WeakSet()
@@ -211,7 +74,7 @@ class Guest:
         self.image = image
         self.config = config
         self.workdir = workdir
-        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_dir = cache_dir or default_cache_root()
         self.state = GuestState.NEW
         self.times = PhaseTimes()
         self.readiness = Readiness()
@@ -429,7 +292,7 @@ class Guest:
             out = self.run("cat /run/harness/kdump-load.log; echo ==readiness==; "
                            "/harness/readiness").stdout
             self.kdump_output, _, report = out.partition("==readiness==\n")
-            self.readiness = _parse_readiness(report)
+            self.readiness = Readiness.parse(report)
             if self.times.guest_uptime_userspace is not None:
                 self.times.guest_kdump_load = (float(loaded.groups[2] or 0)
                                                - self.times.guest_uptime_userspace)
@@ -468,36 +331,32 @@ class Guest:
             self.check_health(f"running {command[:60]!r}")
             raise
 
+    @property
+    def kdump_mode(self) -> str:
+        """How this guest loads its capture kernel (``file`` or ``classic``): the syscall its
+        boot really used (kexec-tools may fall back), else the configured one."""
+        used = self.readiness.get("kdump_syscall").split()
+        return used[0] if used else str(self.config.kexec)
+
+    def kdump_reload_command(self) -> str:
+        """The guest command that reloads kdump (unload, then load) the way the boot did;
+        the swarm's update strategies, the contention injector and a panic during a
+        reload all run this one script."""
+        return f"/harness/kdump-load {self.kdump_mode}"
+
     def check_health(self, doing: str) -> None:
         """Fail at once, naming the cause, when the guest can no longer do ``doing``.
 
         QEMU's own death is a harness error (``LostVMError``); a panic, the OOM killer or
-        memory the kernel refused to add, read from the console, are guest results.  Only
-        meaningful while the guest runs: after a deliberate panic the console is the
-        capture's business.
+        memory the kernel refused to add, read from the console, are guest results
+        (``health.console_health``).  The console is only scanned while the guest runs:
+        after a deliberate panic it is the capture's business.
         """
         died = self._why_lost()
         if died:
             raise LostVMError(f"{died} (while {doing})")
-        if self.state is not GuestState.RUNNING or not hasattr(self, "console"):
-            return
-        text = self.console.text(self._booted_mark)
-        panic = CRASH_SIGNATURES["panic"].search(text)
-        if panic:
-            raise UnexpectedPanic(f"the guest panicked while {doing}: {_line_at(text, panic)}",
-                                  details="console tail:\n" + self.console.tail())
-        oom = GUEST_MEMORY_SIGNATURES["oom"].search(text)
-        if oom:
-            raise GuestOutOfMemory(f"the guest ran out of memory while {doing}: "
-                                   f"{_line_at(text, oom)}",
-                                   details="console tail:\n" + self.console.tail())
-        refused = GUEST_MEMORY_SIGNATURES["add_memory"].findall(text)
-        if refused:
-            first = GUEST_MEMORY_SIGNATURES["add_memory"].search(text)
-            assert first is not None
-            raise HotplugNotHonoured(
-                f"the guest refused hot-added memory while {doing} ({len(refused)} time(s)): "
-                f"{_line_at(text, first)}", details="console tail:\n" + self.console.tail())
+        if self.state is GuestState.RUNNING and hasattr(self, "console"):
+            console_health(self.console.text(self._booted_mark), doing, self.console.tail)
 
     def _why_lost(self) -> str | None:
         """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""
@@ -508,7 +367,7 @@ class Guest:
         return self.crashed()
 
     def read_readiness(self) -> Readiness:
-        return _parse_readiness(self.run("/harness/readiness", check=True).stdout)
+        return Readiness.parse(self.run("/harness/readiness", check=True).stdout)
 
     @property
     def pid(self) -> int | None:
@@ -585,27 +444,6 @@ class Guest:
         return kind
 
 
-def _parse_readiness(text: str) -> Readiness:
-    return Readiness(dict(line.split("=", 1) for line in text.splitlines() if "=" in line))
-
-
-def _line_at(text: str, match: re.Match[str]) -> str:
-    """The whole console line ``match`` is on, stripped."""
-    start = text.rfind("\n", 0, match.start()) + 1
-    end = text.find("\n", match.end())
-    return text[start:end if end >= 0 else len(text)].strip()
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("KDUMP_HARNESS_CACHE")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "kdump-harness"
-
-
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -613,4 +451,4 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-__all__ = ["BootFailure", "Guest", "GuestConfig", "GuestState", "PhaseTimes", "Readiness"]
+__all__ = ["Guest"]

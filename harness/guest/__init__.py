@@ -1,0 +1,32 @@
+"""One QEMU guest: its configuration, its process, and the channels into it.
+
+In the order a guest comes up::
+
+    config       GuestConfig (validated when built), GuestState, Readiness, PhaseTimes
+    accel        KVM probed by a short boot, else TCG
+    qemu_args    pure builders of QEMU's and the kernel's command lines
+    process      QEMU in its own process group, with a parent-death signal
+    qmp          a synchronous facade over qemu.qmp, its transcript (qmp.jsonl)
+    console      the serial console: complete lines only, crash signatures
+    ssh          paramiko sessions into the guest
+    machine      Guest: launch, boot, readiness, health, teardown (a context manager)
+    health       what the console says about a running guest (panic, OOM, refused memory)
+    kdump_sizing why a kdump load failed, and what the reservation would need
+"""
+
+from __future__ import annotations
+
+from .config import (
+    CAPTURE_MODES,
+    KEXEC_MODES,
+    GuestConfig,
+    GuestState,
+    ImageLike,
+    PhaseTimes,
+    Readiness,
+)
+from .machine import Guest
+from .ssh import CommandResult
+
+__all__ = ["CAPTURE_MODES", "KEXEC_MODES", "CommandResult", "Guest", "GuestConfig",
+           "GuestState", "ImageLike", "PhaseTimes", "Readiness"]
