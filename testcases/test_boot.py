@@ -82,7 +82,7 @@ def test_no_qemu_survives_sigkill_of_its_runner(guest_image, tmp_path: Path) -> 
         import sys, time
         from pathlib import Path
         from harness.images import build_image
-        from harness.machine import Guest, GuestConfig
+        from harness.guest import Guest, GuestConfig
         image = build_image("trixie")
         g = Guest(image, GuestConfig(kexec="none", accel="tcg"), Path({str(tmp_path / "g")!r}))
         g.launch()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import crash
+from harness.crash import capture as crash
 from harness.guest.console import Console, LineBuffer
 
 CAPTURE = (
@@ -108,5 +108,5 @@ def test_crash_signatures_wait_for_the_whole_line(tmp_path: Path) -> None:
     c.feed("[ 5.39] Kernel panic - not sync")
     assert c.find(re.compile(r"Kernel panic - not syncing")) is None
     c.feed("ing: sysrq triggered crash\n")
-    m = c.find(crash._PANIC)
+    m = c.find(crash.PANIC)
     assert m is not None and m.groups[0] == "sysrq triggered crash"

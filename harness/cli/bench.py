@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..bench.stats import Summary
     from ..guest import ImageLike
-    from ..stats import Summary
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,18 +41,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "images":
-        from ..images.bench import main as images_main
+        from ..bench.images import main as images_main
         return images_main(["--profile", args.profile, "--runs", str(args.runs),
                             *shlex.split(args.extra)])
     if args.what == "vmcore":
-        from ..vmcore.bench import main as vmcore_main
+        from ..bench.vmcore import main as vmcore_main
         return vmcore_main(shlex.split(args.extra))
     if args.what == "swarm":
-        from ..bench_swarm import main as swarm_main
+        from ..bench.swarm import main as swarm_main
         return swarm_main(["--profile", args.profile, "--runs", str(args.runs),
                            *shlex.split(args.extra)])
 
-    from ..bench import bench_boot, bench_crash
+    from ..bench.guest import bench_boot, bench_crash
     from ..guest import GuestConfig
     from ..images import build_image
     from ..units import parse_size
@@ -86,9 +86,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_audit(image: ImageLike, runs: int,
                  report: Callable[[str], None]) -> list[Summary]:
+    from ..bench.stats import summarize
     from ..guest import Guest, GuestConfig
     from ..live_audit import audit
-    from ..stats import summarize
 
     rounds: list[float] = []
     reads: list[float] = []
@@ -103,10 +103,10 @@ def _bench_audit(image: ImageLike, runs: int,
 
 
 def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None]) -> list[Summary]:
+    from ..bench.stats import summarize
     from ..guest import GuestConfig
     from ..hotplug import SwarmSpec, build_plan
     from ..job import JobSpec, run_job
-    from ..stats import summarize
 
     totals: list[float] = []
     phases: dict[str, list[float | None]] = {}

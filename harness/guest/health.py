@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from ..errors import GuestOutOfMemory, HotplugNotHonoured, UnexpectedPanic
-from .console import CRASH_SIGNATURES, GUEST_MEMORY_SIGNATURES
+from ..signatures import CRASH_SIGNATURES, GUEST_MEMORY_SIGNATURES
 
 
 def console_health(text: str, doing: str, tail: Callable[[], str]) -> None:

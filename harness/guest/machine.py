@@ -31,11 +31,12 @@ from ..errors import (
     SshError,
 )
 from ..images.cache import default_cache_root
+from ..signatures import EMULATOR_FAULTS
 from ..timeouts import Timeouts
 from ..units import MiB
 from . import accel as accel_mod
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
-from .console import EMULATOR_FAULTS, Console
+from .console import Console
 from .health import console_health
 from .kdump_sizing import explain_load_failure, reserved_size
 from .process import die_with_parent, kill_process_group

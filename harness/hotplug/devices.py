@@ -11,7 +11,7 @@ thin senders) and the evidence that the guest took it:
 * ``MEMORY_DEVICE_SIZE_CHANGE``: virtio-mem plugged or unplugged memory.
 
 ``HotplugTracker`` turns that event stream into per-device state; the swarm runner
-(``harness.swarm``) feeds it and checks the guest's own view with the topology oracle.
+(``harness.hotplug.runner``) feeds it and checks the guest's own view with the topology oracle.
 """
 
 from __future__ import annotations

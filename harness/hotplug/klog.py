@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HarnessError
-from ..guest.console import TRYLOCK_FAILURE
+from ..signatures import TRYLOCK_FAILURE
 
 if TYPE_CHECKING:
     from ..guest import Guest

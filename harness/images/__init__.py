@@ -30,7 +30,6 @@ The modules, in the order a build goes through them::
     image.py          GuestImage: what a built image directory holds, its image.json
     cached_images.py  images in the cache: path, list, what is current, prune
     cache.py          the on-disk cache: .debs, images, apt state, locks
-    bench.py          build-time benchmark (python -m harness.images.bench)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Module map, in pipeline order (every public name is importable from this package
     QEMU's view, pure: ``expected_from_qmp`` and ``device_memory_base`` (q35 layout).
 ``live``
     The only module that talks to a running guest: ``expect`` (QMP), ``observe`` (SSH)
-    and ``snapshot`` (both).  It imports ``harness.machine`` for type checking only, so
+    and ``snapshot`` (both).  It imports ``harness.guest`` for type checking only, so
     importing this package (as ``harness.vmcore`` does, for ranges and the model) loads
     no guest machinery.
 ``diff``

@@ -45,6 +45,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ..signatures import PANIC_MESSAGES
 from ..topology import MemoryDevice, Topology
 from ..units import format_size
 from .check_cpu import check_cpu_notes, check_header_slots
@@ -69,12 +70,7 @@ from .source import BytesLike
 from .subject import Subject
 
 #: Lines a kernel log holds after a deliberate panic (panic() itself, and the sysrq-c path).
-DEFAULT_PANIC_PATTERNS: tuple[str, ...] = (
-    "Kernel panic - not syncing",
-    "sysrq triggered crash",
-    "sysrq: Trigger a crash",
-    "SysRq : Trigger a crash",
-)
+DEFAULT_PANIC_PATTERNS: tuple[str, ...] = PANIC_MESSAGES
 #: CRASHTIME is whole seconds of the guest's clock, which comes from the emulated RTC (1 s
 #: resolution) at boot and drifts a little under TCG: allow this much either side of the
 #: host's panic window.

@@ -243,7 +243,7 @@ def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Pat
     unpacked = subprocess.run(["zstd", "-d", "-c"], input=inner, capture_output=True, check=True)
     assert unpacked.stdout == image.capture_initrd_path.read_bytes()
     assert boot_files["boot/vmlinuz"] == image.kernel_path.read_bytes()
-    # (Byte-for-byte reproducibility across rebuilds is checked by harness.images.bench.)
+    # (Byte-for-byte reproducibility across rebuilds is checked by harness.bench.images.)
 
 
 @pytest.mark.usefixtures("offline")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.vmcore.bench import main, range_case
+from harness.bench.vmcore import main, range_case
 from harness.vmcore.verifier import verify
 
 

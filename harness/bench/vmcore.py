@@ -1,6 +1,6 @@
 """Benchmark: reading a big dump's headers (target: under 50 ms) and verifying many ranges.
 
-``python -m harness.vmcore.bench [--size-gib 64] [--runs 30] [--ranges 16384]`` (or
+``python -m harness.bench.vmcore [--size-gib 64] [--runs 30] [--ranges 16384]`` (or
 ``kdump-harness bench vmcore --extra '...'``) writes sparse synthetic dumps in a temporary
 directory (seeking, not writing GiBs: they cost a few KiB of disk), then times ``open_dump``
 (what ``vmcore inspect`` does) and ``verify`` on each, printing the median and the spread.
@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 
 from ..topology import AddressRange, MemoryDevice, Topology
-from .model import Dump
-from .reader import open_dump, parse_elfcorehdr
-from .verifier import verify
-from .writer import (
+from ..vmcore.model import Dump
+from ..vmcore.reader import open_dump, parse_elfcorehdr
+from ..vmcore.verifier import verify
+from ..vmcore.writer import (
     CoreSpec,
     GiB,
     MiB,
@@ -104,7 +104,7 @@ def _row(label: str, times: Sequence[float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.vmcore.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.vmcore", description=__doc__)
     parser.add_argument("--size-gib", type=int, default=64, help="guest RAM described (GiB)")
     parser.add_argument("--cpus", type=int, default=8, help="CPU notes in the dump")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per case")

@@ -5,7 +5,7 @@
   showing everything (every block online, every vCPU online, the oracle's diff empty);
 * a large swarm: 64 DIMMs and every vCPU slot up to maxcpus 32, settle time reported.
 
-Run it with ``python -m harness.bench_swarm [--profile trixie] [--runs 5] [--json]``.
+Run it with ``python -m harness.bench.swarm [--profile trixie] [--runs 5] [--json]``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .guest import Guest, GuestConfig
-from .hotplug import SwarmResult, SwarmSpec, build_plan, run_swarm
-from .model import Accel
+from ..guest import Guest, GuestConfig
+from ..hotplug import SwarmResult, SwarmSpec, build_plan, run_swarm
+from ..model import Accel
+from ..units import GiB, MiB
 from .stats import Summary, summarize
-from .units import GiB, MiB
 
 #: The issue's target for the reference burst's settle time (median, TCG).
 BURST_TARGET = 6.0
@@ -83,7 +83,7 @@ def bench_large(image: Any, *, max_cpus: int = 32, dimms: int = 64,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.bench_swarm", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m harness.bench.swarm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="trixie")
     p.add_argument("--runs", type=int, default=5, help="fresh guests for the burst (default 5)")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep each run's evidence under this directory")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from .images import build_image
+    from ..images import build_image
 
     image = build_image(args.profile)
     print(f"swarm benchmark: {args.profile} {image.kernel_release}, TCG", file=sys.stderr)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .crash import panic_and_capture
-from .guest import Guest, GuestConfig
+from ..crash import panic_and_capture
+from ..guest import Guest, GuestConfig
 from .stats import Summary, summarize
 
 

@@ -1,6 +1,6 @@
 """Benchmark: image build time from a warm package cache.
 
-``python -m harness.images.bench [--profile trixie] [--flavour cloud] [--runs 5]`` builds
+``python -m harness.bench.images [--profile trixie] [--flavour cloud] [--runs 5]`` builds
 the image once to warm the .deb cache (not timed), then rebuilds it ``--runs`` times with
 ``rebuild=True`` and prints the median and spread of the builder's own timing. The target is
 under 10 s per build (the harness builds images at session start, possibly under xdist).
@@ -15,7 +15,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from .builder import build_image
+from ..images.builder import build_image
 
 TARGET_SECONDS = 10.0
 
@@ -26,7 +26,7 @@ def _cpu_seconds() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.images.bench",
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.images",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--profile", default="trixie")
     parser.add_argument("--flavour", default="cloud")
