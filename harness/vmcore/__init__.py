@@ -23,7 +23,8 @@ Module map: ``constants`` (IntEnums, layouts, ``Limits``), ``source`` (byte sour
 checks), ``reader`` (detection, ``open_dump``), ``model`` (``Dump``); the verifier:
 ``findings`` (verdicts, codes), ``report`` (``VerifyReport``), ``check_cpu``,
 ``check_memory``, ``check_dimms``, ``check_info``, ``ranges``, ``subject`` and ``verifier``
-(the entry point); ``audit``, ``writer`` (synthetic dumps); its benchmark is ``harness.bench.vmcore``.
+(the entry point); ``audit``, ``writer`` (synthetic dumps).  The benchmark is
+``harness.bench.vmcore``.
 """
 
 from __future__ import annotations
