@@ -24,6 +24,7 @@ from harness.guest import GuestConfig
 from harness.guest.accel import qemu_version
 from harness.hotplug import QEMU_SURVIVES_CPU_UNPLUG, SwarmSpec, build_plan
 from harness.images import GuestImage, build_image
+from harness import settings
 from harness.job import JobSpec, run_job
 
 MiB = 1 << 20
@@ -95,7 +96,7 @@ def main() -> int:
                   f"{'.'.join(map(str, cell.shape.min_qemu))}", flush=True)
             continue
         image = images.setdefault(cell.profile, build_image(cell.profile))
-        config = GuestConfig(max_cpus=8, kexec=cell.kexec,
+        config = GuestConfig(max_cpus=8, kexec=cell.kexec, accel=settings.current().accel,
                              memhp_default_state="online" if cell.profile == "bookworm"
                              else "online_movable")
         spec = JobSpec(plan=build_plan(cell.shape.swarm), trigger=cell.trigger, expect=cell.expect)

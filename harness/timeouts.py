@@ -8,7 +8,6 @@ single timeout factor.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -22,17 +21,11 @@ T = TypeVar("T")
 TCG_FACTOR = 3.0
 
 
-def _env_factor() -> float:
-    raw = os.environ.get("KDUMP_HARNESS_TIMEOUT_SCALE", "1")
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise HarnessError(
-            f"KDUMP_HARNESS_TIMEOUT_SCALE={raw!r} is not a number (try 1.5)"
-        ) from exc
-    if value <= 0:
-        raise HarnessError(f"KDUMP_HARNESS_TIMEOUT_SCALE={raw!r} must be positive")
-    return value
+def _scale() -> float:
+    """The ``timeout_scale`` setting (``KDUMP_HARNESS_TIMEOUT_SCALE``)."""
+    from .settings import current
+
+    return current().timeout_scale
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class Timeouts:
     @classmethod
     def for_accel(cls, accel: str) -> Timeouts:
         """The base values stretched for ``accel`` ("tcg" or "kvm") and the environment."""
-        factor = (TCG_FACTOR if accel == "tcg" else 1.0) * _env_factor()
+        factor = (TCG_FACTOR if accel == "tcg" else 1.0) * _scale()
         base = cls()
         scaled = {f.name: getattr(base, f.name) * factor for f in fields(cls) if f.name != "factor"}
         return cls(factor=factor, **scaled)

@@ -57,11 +57,8 @@ def test_qemu_killed_mid_swarm_is_a_harness_error_naming_the_signal(
 
 @pytest.mark.profile("trixie")
 def test_a_too_small_crashkernel_says_what_loading_needs(
-        request: pytest.FixtureRequest, artifact_dir: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.plugin import settings
-
-    status = main(["run", "--out", str(artifact_dir), "--accel", settings(request.config).accel,
+        kh_accel: str, artifact_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["run", "--out", str(artifact_dir), "--accel", kh_accel,
                    "--dimms", "", "--add-cpus", "0", "--crashkernel", "32M"])
     out = capsys.readouterr().out
     assert status == 1, out

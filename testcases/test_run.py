@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.plugin import settings
 
 pytestmark = pytest.mark.guest
 
 
 def run_cli(request: pytest.FixtureRequest, out: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    accel = settings(request.config).accel
+    accel = request.getfixturevalue("kh_accel")
     status = main(["run", "--out", str(out), "--accel", accel, *args])
     verdict = json.loads((out / "verdict.json").read_text())
     return status, verdict

@@ -50,7 +50,7 @@ def test_bad_values_name_where_they_came_from(pytester: pytest.Pytester,
     result.stderr.fnmatch_lines(["*--kh-keep='sometimes': expected one of failed, always, never*"])
     monkeypatch.setenv("KDUMP_HARNESS_ACCEL", "hvf")
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stderr.fnmatch_lines(["*KDUMP_HARNESS_ACCEL='hvf': expected auto, kvm or tcg*"])
+    result.stderr.fnmatch_lines(["*KDUMP_HARNESS_ACCEL='hvf': expected one of auto, kvm, tcg*"])
 
 
 def test_profile_selection_skips_with_a_reason(pytester: pytest.Pytester) -> None:
@@ -66,3 +66,38 @@ def test_profile_selection_skips_with_a_reason(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--kh-profiles", "trixie")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*profile sid not selected (use --kh-profiles to add it)*"])
+
+
+def test_a_marker_beats_the_command_line_which_beats_the_environment(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        def test_session(kh_accel):
+            assert kh_accel == "auto"       # --kh-accel auto beats KDUMP_HARNESS_ACCEL=tcg
+
+        @pytest.mark.kh(accel="kvm")
+        def test_marker(kh_accel):
+            assert kh_accel == "kvm"
+
+        @pytest.mark.kh(accel="quantum")
+        def test_bad_marker(kh_accel):
+            pass
+    """)
+    monkeypatch.setenv("KDUMP_HARNESS_ACCEL", "tcg")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--kh-accel", "auto")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*marker kh(accel=...)='quantum': expected one of auto*"])
+
+
+def test_ini_is_below_the_environment(pytester: pytest.Pytester,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nkh_keep = always\n")
+    pytester.makepyfile(USES_ARTIFACTS)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    assert len(list((pytester.path / "artifacts").iterdir())) == 2
+    monkeypatch.setenv("KDUMP_HARNESS_KEEP", "never")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert not (pytester.path / "artifacts").exists() or not any(
+        (pytester.path / "artifacts").iterdir())

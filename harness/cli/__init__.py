@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .. import settings
 from ..errors import GuestError, HarnessError, InfrastructureError, UsageError
 
 #: Command modules, in the order their commands appear in ``--help``.
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setting_options(args: argparse.Namespace) -> dict[str, str | None]:
+    """The command line's say in the harness's settings (None: not given)."""
+    return {"accel": getattr(args, "accel", None), "mirror": getattr(args, "mirror", None),
+            "lock": "strict" if getattr(args, "locked", False) else None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args))
+        with settings.configured(settings.from_sources(cli=_setting_options(args))):
+            return int(args.func(args))
     except UsageError as exc:
         print(f"kdump-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

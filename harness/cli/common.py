@@ -52,8 +52,9 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
                         "classic (kexec_load --hotplug) or none")
     g.add_argument("--no-kexec-hotplug", action="store_true",
                    help="with --kexec classic: do not pass --hotplug")
-    g.add_argument("--accel", default="auto", choices=values(Accel),
-                   help="auto tries KVM with a probe boot and falls back to TCG")
+    g.add_argument("--accel", default=None, choices=values(Accel),
+                   help="auto tries KVM with a probe boot and falls back to TCG (default: "
+                        "KDUMP_HARNESS_ACCEL, else auto)")
     g.add_argument("--memhp-default-state", default="online_movable",
                    help="how hot-added memory comes online (online, online_movable, offline)")
     g.add_argument("--append", action="append", default=[], metavar="ARG",
@@ -88,6 +89,7 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
     """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
     then ``extra_kernel_args``)."""
     from ..guest import GuestConfig
+    from ..settings import current
     from ..units import parse_size
 
     capture = overrides.pop("capture_mode", getattr(args, "mode", "headers"))
@@ -97,7 +99,7 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
         memory=parse_size(args.memory), cpus=args.cpus, max_cpus=args.maxcpus,
         memory_slots=args.slots, max_memory=parse_size(args.maxmem),
         crashkernel=args.crashkernel, kexec=args.kexec,
-        kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=args.accel,
+        kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=current().accel,
         memhp_default_state=args.memhp_default_state or None,
         kernel_args=(*args.append, *extra_kernel_args), **overrides)
     cfg.validate()

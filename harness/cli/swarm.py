@@ -121,7 +121,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(profile=None)   # default: the transcript's profile
     r.add_argument("--timing", default="plan", choices=("plan", "recorded"),
                    help="plan: the plan's delays; recorded: the gaps measured in the original")
-    r.add_argument("--accel", default="auto", choices=values(Accel))
+    r.add_argument("--accel", default=None, choices=values(Accel),
+                   help="default: KDUMP_HARNESS_ACCEL, else auto")
     r.add_argument("--out", type=Path, help="run directory (default ./runs/swarm-replay-<time>)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=cmd_swarm)
@@ -222,7 +223,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     transcript = SwarmTranscript.load(args.transcript)
     args.profile = args.profile or transcript.guest.get("profile") or "trixie"
     image = build_image_from_args(args)
-    config = guest_config_from_transcript(transcript, accel=args.accel)
+    from ..settings import current
+
+    config = guest_config_from_transcript(transcript, accel=current().accel)
     out = run_dir(args, "swarm-replay")
     with Guest(image, config, out) as guest:
         rr = replay(guest, transcript, timing=args.timing,

@@ -102,9 +102,9 @@ def probe_kvm(kernel: Path, timeout: float = 20.0) -> tuple[bool, str]:
 
 
 def choose_accel(requested: str, kernel: Path, cache_dir: Path) -> AccelChoice:
-    """Resolve ``auto``/``kvm``/``tcg`` (also from ``KDUMP_HARNESS_ACCEL``)."""
-    if requested == "auto":
-        requested = os.environ.get("KDUMP_HARNESS_ACCEL", requested)
+    """Resolve ``auto`` (probe KVM with a short boot, cached per QEMU binary; else TCG),
+    ``kvm`` or ``tcg``.  The faces resolve the ``accel`` setting (marker > command line >
+    ``KDUMP_HARNESS_ACCEL`` > ini) before a guest is configured."""
     if requested not in ("auto", "kvm", "tcg"):
         raise UsageError(f"accel must be auto, kvm or tcg, not {requested!r}")
     if requested == "tcg":

@@ -139,7 +139,9 @@ def detect_mirror(etc_apt: Path = Path("/etc/apt")) -> str:
 def resolve_mirror(mirror: str | None) -> str:
     """``--mirror`` if given, else ``KDUMP_HARNESS_MIRROR``, else the host's first Debian
     archive (validated either way)."""
-    mirror = mirror or os.environ.get("KDUMP_HARNESS_MIRROR") or None
+    from ..settings import current
+
+    mirror = mirror or current().mirror
     if mirror is None:
         return detect_mirror()
     if not re.match(r"^(https?|ftp|file):", mirror):

@@ -48,7 +48,6 @@ from .kernel import (
 )
 from .kmod import ResolvedGroup
 from .lock_fallback import (
-    LOCK_ENV,
     LOCK_POLICIES,
     lock_policy,
     plan_for_dropped_pin,
@@ -65,7 +64,6 @@ __all__ = [
     "CUSTOM_FLAVOUR",
     "GUEST_LIB_DIR",
     "IMAGE_FILES",
-    "LOCK_ENV",
     "LOCK_POLICIES",
     "MANIFEST_PATH",
     "MODULE_LIST_DIR",

@@ -23,17 +23,13 @@ from pathlib import Path
 
 from ..errors import HostError
 
-CACHE_ENV = "KDUMP_HARNESS_CACHE"
-
 
 def default_cache_root() -> Path:
-    """Where images and packages are cached (see the module docstring)."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "kdump-harness"
+    """Where images and packages are cached (the ``cache`` setting, see the module
+    docstring)."""
+    from ..settings import current
+
+    return current().cache_root
 
 
 class Cache:
@@ -46,7 +42,7 @@ class Cache:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HostError(f"cannot create the cache directory {self.root}: {exc.strerror} "
-                            f"(set {CACHE_ENV} to a writable directory)") from None
+                            f"(set KDUMP_HARNESS_CACHE to a writable directory)") from None
 
     def deb_path(self, sha256: str) -> Path:
         return self.root / "debs" / f"{sha256}.deb"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
 from ..errors import ImageBuildError, UsageError
@@ -27,15 +26,15 @@ log = logging.getLogger("harness.images")
 
 #: How strictly a build follows the lock when the archive has moved on (``lock_policy``).
 LOCK_POLICIES = ("prefer", "strict")
-LOCK_ENV = "KDUMP_HARNESS_LOCK"
 
 
 def lock_policy(value: str | None = None) -> str:
-    """``value``, else ``$KDUMP_HARNESS_LOCK``, else ``prefer`` (validated)."""
+    """``value``, else the ``lock`` setting (``KDUMP_HARNESS_LOCK``, default ``prefer``)."""
+    from ..settings import current
+
     source = "the lock policy"
     if value is None:
-        value = os.environ.get(LOCK_ENV) or "prefer"
-        source = LOCK_ENV
+        value = current().lock.value
     if value not in LOCK_POLICIES:
         raise UsageError(f"{source} must be one of {', '.join(LOCK_POLICIES)}, not {value!r}")
     return value

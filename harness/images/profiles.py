@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,17 +14,13 @@ from ..model import Flavour, values
 
 FLAVOURS = values(Flavour)
 
-#: Overrides where ``guest-images/`` is found (profiles, lock file, rootfs); by default it is
-#: the directory next to the ``harness`` package in the source checkout.
-GUEST_IMAGES_ENV = "KDUMP_HARNESS_GUEST_IMAGES"
-
-
 def guest_images_dir() -> Path:
-    """The ``guest-images`` directory holding profiles.toml, the lock file and rootfs/."""
-    override = os.environ.get(GUEST_IMAGES_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "guest-images"
+    """The ``guest-images`` directory holding profiles.toml, the lock file and rootfs/:
+    the ``guest_images`` setting (``KDUMP_HARNESS_GUEST_IMAGES``), else the directory next
+    to the ``harness`` package in the source checkout."""
+    from ..settings import current
+
+    return current().guest_images or Path(__file__).resolve().parents[2] / "guest-images"
 
 
 def default_profiles_path() -> Path:
@@ -173,7 +168,7 @@ def load_profiles(path: Path | None = None) -> ProfileSet:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise UsageError(f"profiles file not found: {path} (set {GUEST_IMAGES_ENV} to the "
+        raise UsageError(f"profiles file not found: {path} (set KDUMP_HARNESS_GUEST_IMAGES to the "
                          "guest-images directory of a source checkout)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from None

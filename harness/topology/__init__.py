@@ -37,8 +37,9 @@ Module map, in pipeline order (every public name is importable from this package
 
 from __future__ import annotations
 
-from .diff import Mismatch, TopologyDiff, diff_topology
-from .expected import device_memory_base, expected_from_qmp
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 from .kernel_formats import (
     IomemEntry,
     crash_kernel_ranges,
@@ -47,10 +48,21 @@ from .kernel_formats import (
     parse_iomem,
     system_ram_ranges,
 )
-from .live import expect, observe, snapshot
 from .model import CpuSlot, MemoryDevice, Topology, check_devices_disjoint
-from .observed import observe_command, parse_observation
 from .ranges import AddressRange, intersect_ranges, merge_ranges, subtract_ranges
+
+if TYPE_CHECKING:
+    from .diff import Mismatch, TopologyDiff, diff_topology
+    from .expected import device_memory_base, expected_from_qmp
+    from .live import expect, observe, snapshot
+    from .observed import observe_command, parse_observation
+
+#: The oracle's parts load on first use: the vmcore readers need only ranges and the model.
+__getattr__ = lazy_exports(__name__, {
+    "Mismatch": "diff", "TopologyDiff": "diff", "diff_topology": "diff",
+    "device_memory_base": "expected", "expected_from_qmp": "expected",
+    "expect": "live", "observe": "live", "snapshot": "live",
+    "observe_command": "observed", "parse_observation": "observed"})
 
 __all__ = [
     "AddressRange",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.images.cache import CACHE_ENV, default_cache_root
+from harness import settings
+from harness.images.cache import default_cache_root
 
 
 @pytest.fixture
@@ -17,11 +19,12 @@ def user_cache() -> Path:
 
 
 @pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private, empty cache for the test (also set as the default)."""
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private, empty cache for the test (also the harness's cache setting meanwhile)."""
     path = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_ENV, str(path))
-    return path
+    monkeypatch.setenv("KDUMP_HARNESS_CACHE", str(path))
+    with settings.configured():
+        yield path
 
 
 @pytest.fixture

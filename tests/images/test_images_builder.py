@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness import settings
 from harness.errors import ImageBuildError, KernelUnsuitable, UsageError
 from harness.images import builder, cached_images, cpio, elfdeps, lock_fallback
 from harness.images.image import GuestImage
@@ -332,13 +333,14 @@ def test_a_dropped_pin_is_an_error_under_the_strict_policy(
     calls, resolves = moved_archive
     with pytest.raises(ImageBuildError, match=r"libc6 gone .*strict lock"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir, lock="strict")
-    monkeypatch.setenv(lock_fallback.LOCK_ENV, "strict")
-    with pytest.raises(ImageBuildError, match="strict lock"):
+    monkeypatch.setenv("KDUMP_HARNESS_LOCK", "strict")
+    with settings.configured(), pytest.raises(ImageBuildError, match="strict lock"):
         builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
     assert resolves == [] and calls == []
-    monkeypatch.setenv(lock_fallback.LOCK_ENV, "loose")
-    with pytest.raises(UsageError, match="KDUMP_HARNESS_LOCK must be one of prefer, strict"):
-        builder.build_image("trixie", rootfs=rootfs, cache_dir=cache_dir)
+    monkeypatch.setenv("KDUMP_HARNESS_LOCK", "loose")
+    with pytest.raises(UsageError, match="KDUMP_HARNESS_LOCK='loose': expected one of "
+                                         "prefer, strict"):
+        settings.from_sources()
 
 
 def test_an_image_that_follows_the_lock_reports_no_drift(

@@ -9,17 +9,25 @@ from typing import Any
 
 import pytest
 
-from .guest import Guest, GuestConfig
+from .. import settings as settings_mod
+from ..guest import Guest, GuestConfig
+from .artifacts import artifact_dir_for
+from .options import for_item
 
-__all__ = ["artifact_dir", "guest_image", "make_guest"]
+__all__ = ["artifact_dir", "guest_image", "kh_accel", "make_guest"]
 
 
 @pytest.fixture
 def artifact_dir(request: pytest.FixtureRequest) -> Path:
     """This test's evidence directory: kept on failure, its path printed in the report."""
-    from .plugin import artifact_dir_for
-
     return artifact_dir_for(request.node)
+
+
+@pytest.fixture
+def kh_accel(request: pytest.FixtureRequest) -> str:
+    """The accelerator this test's guests use (marker > command line > environment > ini),
+    e.g. to pass on as ``kdump-harness run --accel``."""
+    return str(for_item(request.node, "accel").value)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +36,7 @@ def guest_image() -> Callable[..., Any]:
 
     The builder takes a per-image file lock, so xdist workers asking at once build it once.
     """
-    from .images import build_image
+    from ..images import build_image
 
     cache: dict[tuple[str, str], Any] = {}
 
@@ -50,17 +58,20 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
 
     Several guests in one test get numbered subdirectories of the artifact directory.
     """
-    from .plugin import settings
-
     guests: list[Guest] = []
-    accel = settings(request.config).accel
+    # Per test: a kh(...) marker beats the command line, the environment and the ini.
+    accel = for_item(request.node, "accel")
+    scale = for_item(request.node, "timeout_scale")
+    process = settings_mod.current()
+    scoped = settings_mod.Settings({**process.values, "timeout_scale": scale})
 
     def make(profile: str = "trixie", flavour: str = "cloud", **config: Any) -> Guest:
-        config.setdefault("accel", accel)
+        config.setdefault("accel", accel.value)
         workdir = artifact_dir if not guests else artifact_dir / f"guest{len(guests)}"
         guest = Guest(guest_image(profile, flavour), GuestConfig(**config), workdir)
         guests.append(guest)
-        guest.launch()
+        with settings_mod.configured(scoped):     # the guest's deadlines, scaled
+            guest.launch()
         for fault in guest.boot_faults:
             warnings.warn(f"{workdir}: {fault}", stacklevel=2)
         return guest

@@ -1,0 +1,77 @@
+"""pytest plugin (``pytest11`` entry point ``kdump_harness``).
+
+Options live in one group (``options``), resolved by the harness's one configuration
+resolver with the precedence marker > command line > environment > ini > default.  Every
+test that uses a guest gets its own evidence directory (``artifacts``); it is kept when
+the test fails (and always with ``--kh-keep=always``), its path is printed in the failure
+report.  The fixtures (``fixtures``) boot guests from the selected profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from .artifacts import REPORTS, artifact_dir_for, evidence_of, finish
+from .options import add_options, configure, session_settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    configure(config)
+    config.addinivalue_line("markers", "guest: boots real QEMU guests (slow under TCG)")
+    config.addinivalue_line("markers", "profile(name): the guest profile the test needs")
+    config.addinivalue_line("markers", "kh(accel=..., timeout_scale=...): this test's own "
+                                       "settings (beat the command line, environment, ini)")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = session_settings(config)
+    line = f"kdump-harness: accel={s.accel} artifacts={s.artifacts} keep={s.keep.value}"
+    if s.profiles:
+        line += f" profiles={','.join(s.profiles)}"
+    return [line]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = session_settings(config).profiles
+    if not wanted:
+        return
+    for item in items:
+        marker = item.get_closest_marker("profile")
+        if marker and marker.args and marker.args[0] not in wanted:
+            item.add_marker(pytest.mark.skip(
+                reason=f"profile {marker.args[0]} not selected (use --kh-profiles to add it)"))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    evidence = evidence_of(item)
+    if report.failed and evidence is not None:
+        report.sections.append(("kdump-harness evidence", str(evidence)))
+    return report
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    finish(item)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    s = session_settings(config)
+    if s.artifacts.exists() and any(s.artifacts.iterdir()):
+        terminalreporter.write_line(f"kdump-harness: evidence of kept tests under {s.artifacts}")
+
+
+# Fixtures live in their own module; importing them here registers them with pytest.
+from .fixtures import *  # noqa: E402, F403
+
+__all__ = ["artifact_dir_for"]
