@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import settings
 from harness.guest import GuestConfig
 from harness.guest.accel import qemu_version
 from harness.hotplug import QEMU_SURVIVES_CPU_UNPLUG, SwarmSpec, build_plan
 from harness.images import GuestImage, build_image
-from harness import settings
 from harness.job import JobSpec, run_job
 
 MiB = 1 << 20
