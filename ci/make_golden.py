@@ -47,7 +47,7 @@ def main() -> None:
     start = dmesg.find("Kernel panic")
     (GOLDEN / f"{args.name}.dmesg").write_text(dmesg[max(0, start - 2000):start + 4000])
     spec = {
-        "topology": json.loads((run / "topology-at-panic.json").read_text()),
+        "topology": json.loads((run / "topology-observed.json").read_text()),
         "expected": json.loads((run / "topology-expected.json").read_text()),
         "verify": {"panic_window": verdict["capture"]["panic_window"]},
         "expect": {"verdict": args.verdict, "codes": args.code,

@@ -11,6 +11,9 @@ Two families, kept apart because only the first may ever be retried::
     │   ├── LostVMError               QEMU vanished or stopped answering mid-test
     │   ├── QmpError                  a QMP command failed or timed out
     │   ├── SshError                  the SSH channel to the guest failed
+    │   ├── DeadlineExceeded          a wait ran out of time (a slow host: see
+    │   │                             KDUMP_HARNESS_TIMEOUT_SCALE); names what did not happen
+    │   ├── EmulatorFault             a known QEMU fault (not the kernel's) ended every boot
     │   └── EvidenceError             evidence the harness collected is unusable (e.g. the
     │                                 raw elfcorehdr read from guest memory does not parse)
     └── GuestError                    the guest misbehaved: this is a finding, never retried
@@ -24,7 +27,10 @@ Two families, kept apart because only the first may ever be retried::
         ├── DumpUnreadable            the dump the capture kernel wrote cannot be read: the
         │                             verdict is ``invalid``
         └── GuestCommandError         a command run in the guest exited non-zero when it must not
-    VmcoreFormatError (under HarnessError) a dump file is malformed (offset and field named)
+
+``VmcoreFormatError`` (a ``UsageError``: a dump file given as input is malformed, offset and
+field named) becomes ``DumpUnreadable`` when the capture kernel wrote the file, and
+``EvidenceError`` when the harness read it from guest memory.
 
 ``harness.results.CLASSIFICATION`` maps each to the result a run ends in.
 
@@ -51,6 +57,22 @@ class HarnessError(Exception):
 
 class UsageError(HarnessError):
     """A wrong option value or unusable input; reported without a traceback."""
+
+
+class VmcoreFormatError(UsageError):
+    """A vmcore or elfcorehdr is malformed; ``offset`` and ``field`` say where."""
+
+    def __init__(self, message: str, *, offset: int | None = None,
+                 field: str | None = None) -> None:
+        where = []
+        if field is not None:
+            where.append(f"field {field}")
+        if offset is not None:
+            where.append(f"offset {offset:#x}")
+        text = f"{message} ({', '.join(where)})" if where else message
+        super().__init__(text)
+        self.offset = offset
+        self.field = field
 
 
 class InfrastructureError(HarnessError):
@@ -88,6 +110,14 @@ class SshError(InfrastructureError):
                  maybe_sent: bool = False) -> None:
         super().__init__(message, details=details)
         self.maybe_sent = maybe_sent
+
+
+class DeadlineExceeded(InfrastructureError):
+    """A wait ran out of time; the message names what did not happen."""
+
+
+class EmulatorFault(InfrastructureError):
+    """A known emulator fault (``signatures.EMULATOR_FAULTS``) ended the boot every time."""
 
 
 class EvidenceError(InfrastructureError):
@@ -135,19 +165,3 @@ class GuestCommandError(GuestError):
         self.command = command
         self.status = status
         self.output = output
-
-
-class VmcoreFormatError(HarnessError):
-    """A vmcore or elfcorehdr is malformed; ``offset`` and ``field`` say where."""
-
-    def __init__(self, message: str, *, offset: int | None = None,
-                 field: str | None = None) -> None:
-        where = []
-        if field is not None:
-            where.append(f"field {field}")
-        if offset is not None:
-            where.append(f"offset {offset:#x}")
-        text = f"{message} ({', '.join(where)})" if where else message
-        super().__init__(text)
-        self.offset = offset
-        self.field = field

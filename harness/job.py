@@ -156,7 +156,7 @@ def _boot_facts(job: JobResult, guest: Guest) -> None:
 def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
                         job: JobResult) -> tuple[Topology, Topology]:
     """Run the swarm (if any) and return QMP's and the guest's topology just before the
-    panic (saved as topology-expected.json and topology-at-panic.json)."""
+    panic (saved as topology-expected.json and topology-observed.json)."""
     t0 = time.monotonic()
     if spec.plan.events:
         job.swarm = run_swarm(guest, spec.plan, options=spec.swarm_options,
@@ -174,7 +174,7 @@ def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
     job.times["swarm_total"] = time.monotonic() - t0
     expected, observed = snapshot(guest)
     expected.save(out / "topology-expected.json")
-    observed.save(out / "topology-at-panic.json")
+    observed.save(out / "topology-observed.json")
     return expected, observed
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
-from .errors import HarnessError
+from .errors import DeadlineExceeded
 
 T = TypeVar("T")
 
@@ -51,10 +51,6 @@ class Timeouts:
         base = cls()
         scaled = {f.name: getattr(base, f.name) * factor for f in fields(cls) if f.name != "factor"}
         return cls(factor=factor, **scaled)
-
-
-class DeadlineExceeded(HarnessError):
-    """A wait ran out of time; the message names what did not happen."""
 
 
 class Deadline:

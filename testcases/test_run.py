@@ -23,7 +23,7 @@ def run_cli(request: pytest.FixtureRequest, out: Path, *args: str) -> tuple[int,
 def evidence_complete(out: Path) -> None:
     for name in ("qemu-cmdline.txt", "console.log", "console-first-kernel.log",
                  "console-capture-kernel.log", "qmp.jsonl", "topology-expected.json",
-                 "topology-at-panic.json", "transcript.json", "elfcorehdr.raw", "verdict.json"):
+                 "topology-observed.json", "transcript.json", "elfcorehdr.raw", "verdict.json"):
         assert (out / name).exists(), f"missing evidence: {name}"
 
 
@@ -94,7 +94,7 @@ def test_run_panics_after_k_of_n_swarm_events(request, artifact_dir: Path, capsy
         assert verdict["result"] in ("accurate", "stale", "mismatch", "incomplete")
         assert (artifact_dir / "elfcorehdr.raw").exists()
     assert status == (0 if verdict["result"] == "accurate" else 1)
-    for name in ("console-first-kernel.log", "topology-at-panic.json", "transcript.json",
+    for name in ("console-first-kernel.log", "topology-observed.json", "transcript.json",
                  "qmp.jsonl", "verdict.json"):
         assert (artifact_dir / name).exists(), name
 

@@ -26,8 +26,6 @@ TABLE: list[tuple[BaseException, Result, Family]] = [
     (errors.EvidenceError("raw elfcorehdr does not parse"), Result.HARNESS_ERROR,
      Family.HARNESS),
     (errors.ImageBuildError("apt failed"), Result.HARNESS_ERROR, Family.HARNESS),
-    # A malformed file the harness itself read (not the kernel's dump) is not a verdict.
-    (errors.VmcoreFormatError("bad"), Result.HARNESS_ERROR, Family.HARNESS),
     (RuntimeError("a bug of ours"), Result.HARNESS_ERROR, Family.HARNESS),
 ]
 
@@ -43,6 +41,12 @@ def test_each_exception_has_one_result_and_family(exc: BaseException, result: Re
 def test_bad_usage_is_refused_not_classified() -> None:
     with pytest.raises(errors.UsageError):
         classify(errors.UsageError("--memory 100G is more than --maxmem 20G"))
+    # A malformed dump given as input is bad input; the job turns one the capture kernel
+    # wrote into DumpUnreadable (invalid) and one it read itself into EvidenceError.
+    with pytest.raises(errors.VmcoreFormatError):
+        classify(errors.VmcoreFormatError("no ELF magic", offset=0, field="e_ident"))
+    assert classify(errors.DeadlineExceeded("slow host")) is Result.HARNESS_ERROR
+    assert classify(errors.EmulatorFault("stale int3")) is Result.HARNESS_ERROR
 
 
 def test_every_result_has_a_family() -> None:

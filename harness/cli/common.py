@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..model import Accel, CaptureMode, Flavour, KexecMode, values
+from ..model import Accel, CaptureMode, Flavour, KexecMode, Trigger, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
     from ..guest import GuestConfig
@@ -62,6 +62,23 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, help="run directory for the evidence "
                                             "(default: ./runs/<command>-<time>)")
     g.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_panic_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The panic and capture option group (``crash`` and ``run``); returns it for more."""
+    c = p.add_argument_group("panic and capture")
+    c.add_argument("--trigger", default="sysrq", choices=values(Trigger),
+                   help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: every "
+                        "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
+    c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
+                   help="CPU to trigger on (repeat for sysrq-multi); with sysrq, the verifier "
+                        "checks that this CPU's note shows the panic")
+    c.add_argument("--during-reload", action="store_true",
+                   help="panic while a kdump reload is in flight (the kexec lock is held)")
+    c.add_argument("--mode", default="headers", choices=values(CaptureMode),
+                   help="what the capture kernel saves: headers (default), elf, compressed, "
+                        "full")
+    return c
 
 
 class Deprecated(argparse.Action):

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..model import CaptureMode, Trigger, values
 from .common import (
     add_guest_options,
     add_image_options,
+    add_panic_options,
     build_image_from_args,
     fmt_seconds,
     guest_config,
@@ -28,15 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "vmcore was captured.")
     add_image_options(p)
     add_guest_options(p)
-    p.add_argument("--trigger", default="sysrq", choices=values(Trigger),
-                   help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: every "
-                        "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
-    p.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
-                   help="CPU to trigger on (repeat for sysrq-multi)")
-    p.add_argument("--during-reload", action="store_true",
-                   help="panic while a kdump reload is in flight (the kexec lock is held)")
-    p.add_argument("--mode", default="headers", choices=values(CaptureMode),
-                   help="what the capture kernel saves (default headers)")
+    add_panic_options(p)
     p.set_defaults(func=cmd_crash)
 
 

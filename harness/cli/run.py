@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..model import CaptureMode, Trigger, values
 from ..results import EXPECTATIONS
 from .common import (
     add_guest_options,
     add_image_options,
+    add_panic_options,
     build_image_from_args,
     print_json,
     run_dir,
@@ -38,15 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_image_options(p)
     add_guest_options(p)
     add_swarm_options(p, dimms="8x256M", add_cpus=2)
-    c = p.add_argument_group("panic and capture")
-    c.add_argument("--trigger", default="sysrq", choices=values(Trigger))
-    c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
-                   help="CPU(s) to trigger the panic on")
+    c = add_panic_options(p)
     c.add_argument("--panic-after", type=int, metavar="K",
                    help="panic after K swarm events instead of after the swarm settles")
-    c.add_argument("--during-reload", action="store_true",
-                   help="panic while a kdump reload is in flight (the kexec lock is held)")
-    c.add_argument("--mode", default="headers", choices=values(CaptureMode))
     c.add_argument("--expect", default="accurate", choices=EXPECTATIONS,
                    help="the result that counts as success (stale: a negative control)")
     p.set_defaults(func=cmd_run)

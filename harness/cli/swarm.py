@@ -40,8 +40,9 @@ Boot a guest, hot-plug DIMMs, virtio-mem and vCPUs in a swarm, wait until the gu
 all of it (settle), and print the settled topology, its diff against QEMU's view, the
 kernel's crash hot-plug log counts and the timings. Phase 0 adds everything; phase 1
 (when --unplug/--unplug-cpus/a virtio-mem shrink ask for it) removes. The run directory
-gets transcript.json (replayable), expected.json, observed.json, diff.json, swarm.json
-and klog.txt. Exit status: 0 settled and matching, 1 a finding, 2 usage, 3 harness error.
+gets transcript.json (replayable), topology-expected.json, topology-observed.json,
+diff.json, swarm.json and klog.txt. Exit status: 0 settled and matching, 1 a finding,
+2 usage, 3 harness error.
 
 To run a recorded swarm again on a fresh guest: kdump-harness swarm replay TRANSCRIPT.json
 (options for the replay go after TRANSCRIPT.json)."""
@@ -244,11 +245,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- output -----------------------------------------------------------------------------
 
 def save_artifacts(result: SwarmResult, out: Path) -> None:
-    """expected.json, observed.json, diff.json, swarm.json and klog.txt in ``out``."""
+    """topology-expected.json, topology-observed.json, diff.json, swarm.json and klog.txt."""
     if result.expected is not None:
-        result.expected.save(out / "expected.json")
+        result.expected.save(out / "topology-expected.json")
     if result.observed is not None:
-        result.observed.save(out / "observed.json")
+        result.observed.save(out / "topology-observed.json")
     if result.diff is not None:
         (out / "diff.json").write_text(json.dumps(result.diff.to_json_dict(), indent=2) + "\n")
     (out / "swarm.json").write_text(json.dumps(result.to_json_dict(), indent=2,

@@ -8,7 +8,7 @@ import re
 import tarfile
 from pathlib import Path
 
-from ..errors import HarnessError
+from ..errors import DumpUnreadable, HarnessError, VmcoreFormatError
 from ..guest import Guest
 from ..signatures import PANIC
 from .outcome import CaptureResult
@@ -106,8 +106,13 @@ def collect_dump(guest: Guest, out: Path, result: CaptureResult) -> None:
     else:
         target = out / ("vmcore.elf" if mode == "elf" else
                         "vmcore.kdump" if mode == "compressed" else "vmcore")
-        extract_dump(guest.dump_disk, target, mode,
-                     int(result.capture_status.get("vmcore_size", "0") or 0))
+        try:
+            extract_dump(guest.dump_disk, target, mode,
+                         int(result.capture_status.get("vmcore_size", "0") or 0))
+        except VmcoreFormatError as exc:
+            # makedumpfile's stream, written by the capture kernel, does not rebuild.
+            raise DumpUnreadable(f"the dump stream on the dump disk cannot be rebuilt: "
+                                 f"{exc}") from exc
         if target.exists() and target.stat().st_size > 0:
             result.files["vmcore"] = str(target)
     if "vmcore" not in result.files:
@@ -128,7 +133,7 @@ def extract_dump(disk: Path, target: Path, mode: str, full_size: int) -> None:
                 left -= len(chunk)
         return
     # elf / compressed: makedumpfile wrote its flattened (-F) stream; rebuild it.
-    from .vmcore.flattened import rebuild_flattened
+    from ..vmcore.flattened import rebuild_flattened
 
     with open(disk, "rb") as src, open(target, "wb") as dst:
         rebuild_flattened(src, dst)

@@ -24,6 +24,7 @@ from types import TracebackType
 
 from ..errors import (
     BootFailure,
+    EmulatorFault,
     HarnessError,
     KdumpLoadError,
     LostVMError,
@@ -178,10 +179,15 @@ class Guest:
         while True:
             try:
                 self._launch_once(binary)
-            except BootFailure:
+            except BootFailure as exc:
                 fault = self._emulator_fault()
-                if fault is None or len(self.boot_faults) >= self.config.boot_retries:
+                if fault is None:
                     raise
+                if len(self.boot_faults) >= self.config.boot_retries:
+                    # The emulator's fault, not the kernel's: a harness error.
+                    raise EmulatorFault(f"{exc.message} ({fault}, a known emulator fault, "
+                                        f"on every one of {len(self.boot_faults) + 1} "
+                                        "boots)", details=exc.details) from exc
                 self._set_attempt_aside(fault)
                 continue
             self.state = GuestState.RUNNING
