@@ -67,15 +67,16 @@ def _choice(enum: type[StrEnum]) -> Callable[[str], Any]:
 
 
 def _profiles(text: str) -> tuple[str, ...]:
-    from .images.profiles import load_profiles
+    """Profile names; which exist is profiles.toml's to say (``check_profiles``)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    known = tuple(load_profiles().profiles)
-    unknown = [n for n in names if n not in known]
+
+def check_profiles(setting: Setting, known: tuple[str, ...]) -> None:
+    """Refuse profile names profiles.toml does not define, naming the setting's source."""
+    unknown = [n for n in setting.value if n not in known]
     if unknown:
-        raise ValueError(f"unknown profile(s) {', '.join(unknown)} (profiles.toml has "
-                         f"{', '.join(known)})")
-    return names
+        raise UsageError(f"{setting.where}: unknown profile(s) {', '.join(unknown)} "
+                         f"(profiles.toml has {', '.join(known)})")
 
 
 def _optional_path(text: str) -> Path | None:

@@ -8,6 +8,7 @@ import pytest
 
 from harness.errors import UsageError
 from harness.hotplug import devices as hp
+from harness.hotplug import onlining, tracker
 from harness.units import GiB, MiB
 
 
@@ -80,17 +81,17 @@ def test_cpu_indexes_of_hot_added_vcpus() -> None:
 
 
 def test_online_commands() -> None:
-    assert "cpu$n/online" in hp.online_cpus_command([3, 2, 3])
-    assert "for n in 2 3;" in hp.online_cpus_command([3, 2, 3])
-    cmd = hp.online_by_index_command([10, 2])
+    assert "cpu$n/online" in onlining.online_cpus_command([3, 2, 3])
+    assert "for n in 2 3;" in onlining.online_cpus_command([3, 2, 3])
+    cmd = onlining.online_by_index_command([10, 2])
     assert "\\.(C002|C00A)$" in cmd and "firmware_node/path" in cmd
-    assert hp.acpi_cpu_name(26) == "C01A"
+    assert onlining.acpi_cpu_name(26) == "C01A"
 
 
 def test_tracker_plug_success_and_refusal() -> None:
-    t = hp.HotplugTracker()
-    t.sent("dimm0", hp.OpKind.PLUG, at=1.0)
-    t.sent("dimm1", hp.OpKind.PLUG, at=1.0)
+    t = tracker.HotplugTracker()
+    t.sent("dimm0", tracker.OpKind.PLUG, at=1.0)
+    t.sent("dimm1", tracker.OpKind.PLUG, at=1.0)
     assert {op.device for op in t.pending()} == {"dimm0", "dimm1"}
     assert t.feed(ost("dimm0", 1, 0), at=1.5) is t.ops["dimm0"]
     assert t.ops["dimm0"].done_at == 1.5 and t.ops["dimm0"].latency() == 0.5
@@ -102,8 +103,8 @@ def test_tracker_plug_success_and_refusal() -> None:
 
 
 def test_tracker_unplug_waits_for_device_deleted() -> None:
-    t = hp.HotplugTracker()
-    t.sent("dimm0", hp.OpKind.UNPLUG, at=0.0)
+    t = tracker.HotplugTracker()
+    t.sent("dimm0", tracker.OpKind.UNPLUG, at=0.0)
     t.feed(ost("dimm0", 3, 0x84), at=0.1)          # in progress: keep waiting
     assert t.pending() and t.ops["dimm0"].refused is None
     assert "no DEVICE_DELETED" in t.ops["dimm0"].describe()
@@ -113,15 +114,15 @@ def test_tracker_unplug_waits_for_device_deleted() -> None:
 
 
 def test_tracker_unplug_refused_by_busy_guest() -> None:
-    t = hp.HotplugTracker()
-    t.sent("dimm0", hp.OpKind.UNPLUG)
+    t = tracker.HotplugTracker()
+    t.sent("dimm0", tracker.OpKind.UNPLUG)
     t.feed(ost("dimm0", 3, 0x82))
     assert t.ops["dimm0"].refused == "eject request: device busy (0x82)"
 
 
 def test_tracker_resize_done_at_target_size() -> None:
-    t = hp.HotplugTracker()
-    t.sent("vmem0", hp.OpKind.RESIZE, target_size=GiB)
+    t = tracker.HotplugTracker()
+    t.sent("vmem0", tracker.OpKind.RESIZE, target_size=GiB)
     t.feed({"event": hp.SIZE_CHANGE_EVENT, "data": {"id": "vmem0", "size": 512 * MiB}})
     assert t.pending() and t.ops["vmem0"].last_size == 512 * MiB
     t.feed({"event": hp.SIZE_CHANGE_EVENT, "data": {"id": "vmem0", "size": GiB}})

@@ -139,7 +139,7 @@ def test_health_names_the_guests_own_failure(tmp_path: Path, console: str, error
     try:
         g.state = GuestState.RUNNING
         g.console = FakeConsole("booted\n" + console)  # type: ignore[assignment]
-        g._booted_mark = len("booted\n")
+        g.booted_mark = len("booted\n")
         with pytest.raises(getattr(errors, error), match=message):
             g.check_health("settling")
     finally:

@@ -32,12 +32,18 @@ def test_precedence(kwargs: dict[str, object], value: Accel, source: Source,
     ("accel", "hvf", "KDUMP_HARNESS_ACCEL='hvf': expected one of auto, kvm, tcg"),
     ("timeout_scale", "0", "KDUMP_HARNESS_TIMEOUT_SCALE='0': must be positive"),
     ("lock", "loose", "KDUMP_HARNESS_LOCK='loose': expected one of prefer, strict"),
-    ("profiles", "trixie,jessie", "unknown profile(s) jessie"),
 ])
 def test_bad_values_name_their_source(name: str, raw: str, message: str) -> None:
     env = {settings.SETTINGS[name].env: raw}
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(name, env=env)
+
+
+def test_unknown_profiles_are_refused_naming_the_source() -> None:
+    chosen = resolve("profiles", env={"KDUMP_HARNESS_PROFILES": "trixie,jessie"})
+    with pytest.raises(UsageError, match=r"KDUMP_HARNESS_PROFILES: unknown profile\(s\) "
+                                         r"jessie \(profiles.toml has bookworm, trixie"):
+        settings.check_profiles(chosen, ("bookworm", "trixie", "sid"))
 
 
 def test_the_command_line_spelling_is_named() -> None:

@@ -16,13 +16,17 @@ from ..model import Accel, CaptureMode, Flavour, KexecMode, Trigger, values
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
     from ..guest import GuestConfig
 
-PROFILES = ("bookworm", "trixie", "sid")
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
+    from ..images.profiles import load_profiles
+
+    profiles = load_profiles()     # guest-images/profiles.toml names them, once
     g = p.add_argument_group("guest image")
-    g.add_argument("--profile", default="trixie", choices=PROFILES,
-                   help="Debian kernel and userspace: bookworm (6.1), trixie (6.12), sid (7.x)")
+    g.add_argument("--profile", default=profiles.default_profile,
+                   choices=tuple(profiles.profiles),
+                   help="Debian kernel and userspace: " + ", ".join(
+                       f"{p.name} ({p.kernel_series})" for p in profiles.profiles.values()))
     g.add_argument("--flavour", default="cloud", choices=values(Flavour),
                    help="kernel flavour (cloud boots faster)")
     g.add_argument("--kernel", type=Path, help="your own bzImage instead of the profile's kernel")

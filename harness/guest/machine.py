@@ -9,16 +9,12 @@ runner leaves it behind.
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-import weakref
-from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 
@@ -26,7 +22,6 @@ from ..errors import (
     BootFailure,
     EmulatorFault,
     HarnessError,
-    KdumpLoadError,
     LostVMError,
     QemuLaunchError,
     SshError,
@@ -36,11 +31,11 @@ from ..signatures import EMULATOR_FAULTS
 from ..timeouts import Timeouts
 from ..units import MiB
 from . import accel as accel_mod
+from .boot import wait_booted
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
 from .health import console_health
-from .kdump_sizing import explain_load_failure, reserved_size
-from .process import die_with_parent, kill_process_group
+from .process import LIVE, die_with_parent, kill_process_group, log_tail
 from .qemu_args import GuestKernelOptions, MachineSpec, qemu_args, render_command
 from .qmp import Qmp
 from .ssh import CommandResult, GuestSsh, SshKey
@@ -48,19 +43,7 @@ from .ssh import CommandResult, GuestSsh, SshKey
 log = logging.getLogger(__name__)
 
 
-_live_guests: weakref.WeakSet[Guest] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for guest in list(_live_guests):
-        guest.kill()
-
-
 _USERNET_PORT = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22")
-_KDUMP_LOADED = re.compile(r"HARNESS: kdump-loaded rc=(\d+) syscall=([^\n]*?) uptime=([\d.]+)")
-_READY = re.compile(r"HARNESS: ready uptime=([\d.]+)")
-_USERSPACE = re.compile(r"HARNESS: userspace uptime=([\d.]+)")
 
 
 class Guest:
@@ -88,9 +71,9 @@ class Guest:
         self.boot_faults: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._sockdir: Path | None = None
-        self._launched_at = 0.0
+        self.launched_at = 0.0
         #: Where the console stood when the guest became RUNNING (``check_health`` scans on).
-        self._booted_mark = 0
+        self.booted_mark = 0
         self.console: Console
         self.qmp: Qmp
         self.ssh: GuestSsh
@@ -239,15 +222,15 @@ class Guest:
         self.console.listen()
 
         with open(self.workdir / "qemu.log", "wb") as qemu_log:
-            self._launched_at = time.monotonic()
+            self.launched_at = time.monotonic()
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=die_with_parent)
-        _live_guests.add(self)
+        LIVE.add(self)
         self._accept_channels()
         self.ssh_port = self._forwarded_ssh_port()
         self.ssh = GuestSsh("127.0.0.1", self.ssh_port, key)
-        self._wait_booted()
+        wait_booted(self)
 
     def _accept_channels(self) -> None:
         deadline = time.monotonic() + self.timeouts.qmp_command
@@ -264,10 +247,10 @@ class Guest:
         assert self._proc is not None
         rc = self._proc.poll()
         if rc is not None:
-            log_tail = _tail(self.workdir / "qemu.log")
+            tail = log_tail(self.workdir / "qemu.log")
             raise QemuLaunchError(f"{what} (exit code {rc})",
                                   details=f"command line: {render_command(self.argv)}\n"
-                                          f"QEMU log tail:\n{log_tail}")
+                                          f"QEMU log tail:\n{tail}")
 
     def _forwarded_ssh_port(self) -> int:
         text = self.qmp.hmp("info usernet")
@@ -275,53 +258,6 @@ class Guest:
         if not m:
             raise QemuLaunchError("QEMU set up no SSH port forward", details=text)
         return int(m.group(1))
-
-    def _wait_booted(self) -> None:
-        t = self.timeouts
-
-        def since() -> float:
-            return time.monotonic() - self._launched_at
-
-        user = self.console.wait_for(_USERSPACE, timeout=t.boot, what="guest userspace",
-                                     during_boot=True)
-        self.times.userspace = user.at - self._launched_at
-        self.times.guest_uptime_userspace = float(user.groups[0] or 0)
-        self.console.wait_for(_READY, timeout=t.boot, what="the guest's SSH server",
-                              during_boot=True)
-        self.ssh.connect(timeout=t.ssh_connect)
-        self.times.ssh_ready = since()
-        if self.config.kexec != "none" and self.config.wait_kdump:
-            loaded = self.console.wait_for(_KDUMP_LOADED, timeout=t.kdump_load,
-                                           what="loading the capture kernel", during_boot=True)
-            self.times.kdump_loaded = loaded.at - self._launched_at
-            rc = int(loaded.groups[0] or 1)
-            # One round trip for both: each SSH command costs ~0.1 s under TCG.
-            out = self.run("cat /run/harness/kdump-load.log; echo ==readiness==; "
-                           "/harness/readiness").stdout
-            self.kdump_output, _, report = out.partition("==readiness==\n")
-            self.readiness = Readiness.parse(report)
-            if self.times.guest_uptime_userspace is not None:
-                self.times.guest_kdump_load = (float(loaded.groups[2] or 0)
-                                               - self.times.guest_uptime_userspace)
-            if rc != 0 or not self.readiness.kdump_loaded:
-                raise KdumpLoadError(self._kdump_failure_reason(rc), details=self.kdump_output)
-        else:
-            self.readiness = self.read_readiness()
-        self.times.kdump_ready = since()
-        self._booted_mark = self.console.mark()
-        (self.workdir / "readiness.json").write_text(
-            json.dumps({"readiness": self.readiness.values, "times": self.times.as_dict(),
-                        "accel": asdict(self.accel), "boot_faults": self.boot_faults,
-                        "boot_kernel": str(self.boot_kernel)},
-                       indent=2) + "\n")
-
-    def _kdump_failure_reason(self, rc: int) -> str:
-        """kexec's own words, the reservation and what loading would need."""
-        return explain_load_failure(
-            rc, self.kdump_output, crashkernel=self.config.crashkernel,
-            reserved=reserved_size(self.readiness.get("crashkernel")),
-            kernel=self.image.kernel_path,
-            initrd=getattr(self.image, "capture_initrd_path", None))
 
     # -- using the guest ------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
@@ -363,7 +299,7 @@ class Guest:
         if died:
             raise LostVMError(f"{died} (while {doing})")
         if self.state is GuestState.RUNNING and hasattr(self, "console"):
-            console_health(self.console.text(self._booted_mark), doing, self.console.tail)
+            console_health(self.console.text(self.booted_mark), doing, self.console.tail)
 
     def _why_lost(self) -> str | None:
         """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""
@@ -390,7 +326,7 @@ class Guest:
         if rc is None or rc == 0:
             return None
         how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-        return f"QEMU died ({how}): {_tail(self.workdir / 'qemu.log', 5)}"
+        return f"QEMU died ({how}): {log_tail(self.workdir / 'qemu.log', 5)}"
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -445,17 +381,10 @@ class Guest:
                 except (HarnessError, subprocess.TimeoutExpired):
                     self.kill()
         self._close_channels()
-        _live_guests.discard(self)
+        LIVE.discard(self)
         self.state = GuestState.STOPPED
         self.shutdown_kind = kind
         return kind
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 __all__ = ["Guest"]

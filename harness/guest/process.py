@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
 import subprocess
+import weakref
+from pathlib import Path
+from typing import Protocol
+
+
+class Killable(Protocol):
+    def kill(self) -> None: ...
+
+
+#: Guests whose QEMU is running; killed when the interpreter exits (the parent-death
+#: signal covers ``kill -9``; this covers a normal exit that skipped a teardown).
+LIVE: weakref.WeakSet[Killable] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for guest in list(LIVE):
+        guest.kill()
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` of a log file (QEMU's), for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 _PR_SET_PDEATHSIG = 1
 

@@ -27,6 +27,7 @@ from ..guest.accel import qemu_version
 from ..topology import observe
 from ..units import DEFAULT_MEMORY_BLOCK, MiB, parse_size, size_option
 from . import devices as hp
+from . import onlining
 from .plan import Action, SwarmPlan
 
 if TYPE_CHECKING:
@@ -108,11 +109,11 @@ QEMU_SURVIVES_CPU_UNPLUG = (8, 0, 0)
 def preflight(state: SwarmState) -> None:
     """Refuse or warn about what the running guest cannot do, before the first event."""
     guest, plan, qmp = state.guest, state.plan, state.guest.qmp
-    plan.validate(hp.memory_block_size(guest))
+    plan.validate(onlining.memory_block_size(guest))
     state.remember_memdevs(qmp.execute("query-memory-devices"))
     _check_named_devices(state, hp.cpu_indexes(qmp.execute("query-cpus-fast")))
     if plan.count(Action.RESIZE_VIRTIO_MEM):
-        hp.ensure_virtio_mem_driver(guest)
+        onlining.ensure_virtio_mem_driver(guest)
     if plan.count(Action.UNPLUG_CPU) and qemu_version() < QEMU_SURVIVES_CPU_UNPLUG:
         state.result.warnings.append(
             "QEMU older than 8 aborts (\"double free or corruption\") after vCPU unplugs, "

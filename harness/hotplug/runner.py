@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..errors import HarnessError
 from ..topology import expect, observe
 from . import devices as hp
+from . import onlining
 from .checks import preflight
 from .contention import ContentionInjector, ContentionSpec
 from .klog import KlogMarker
@@ -80,7 +81,7 @@ class _SwarmRun:
                    "accel": guest.accel.name, "config": asdict(guest.config)})
         settle_timeout = options.settle_timeout or guest.timeouts.settle
         self.state = SwarmState(guest, plan, result, transcript, settle_timeout,
-                                options.poll_interval, hp.CpuOnliner(guest))
+                                options.poll_interval, onlining.CpuOnliner(guest))
         self.update: KdumpUpdate = kdump_update(strategy, guest, result, transcript,
                                                 settle_timeout)
         self.qmp_mark = len(guest.qmp.transcript.entries)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import HotplugNotHonoured, UsageError
 from . import devices as hp
+from . import tracker
 from .plan import Action, SwarmEvent
 
 if TYPE_CHECKING:
@@ -66,27 +67,27 @@ class Sender:
         s, qmp, dev = self.state, self.qmp, event.device
         if event.action is Action.PLUG_DIMM:
             assert event.size is not None
-            s.tracker.sent(dev, hp.OpKind.PLUG, at=at)
+            s.tracker.sent(dev, tracker.OpKind.PLUG, at=at)
             hp.plug_dimm(qmp, dev, event.size)
         elif event.action is Action.UNPLUG_DIMM:
             if dev not in s.memdevs:
                 s.remember_memdevs(qmp.execute("query-memory-devices"))
-            s.tracker.sent(dev, hp.OpKind.UNPLUG, at=at)
+            s.tracker.sent(dev, tracker.OpKind.UNPLUG, at=at)
             hp.unplug(qmp, dev)
         elif event.action is Action.PLUG_CPU:
             slot = self._cpu_slot(event)
-            s.tracker.sent(dev, hp.OpKind.PLUG, at=at)
+            s.tracker.sent(dev, tracker.OpKind.PLUG, at=at)
             hp.plug_cpu(qmp, dev, slot)
             s.cpu_ids.add(dev)
             if not event.online:
                 s.offline_cpus.add(dev)
         elif event.action is Action.UNPLUG_CPU:
-            s.tracker.sent(dev, hp.OpKind.UNPLUG, at=at)
+            s.tracker.sent(dev, tracker.OpKind.UNPLUG, at=at)
             s.cpu_unplugs.add(dev)
             hp.unplug(qmp, dev)
         elif event.action is Action.RESIZE_VIRTIO_MEM:
             assert event.size is not None
-            s.tracker.sent(dev, hp.OpKind.RESIZE, target_size=event.size, at=at)
+            s.tracker.sent(dev, tracker.OpKind.RESIZE, target_size=event.size, at=at)
             hp.resize_virtio_mem(qmp, dev, event.size)
 
     def _cpu_slot(self, event: SwarmEvent) -> hp.FreeCpuSlot:
@@ -113,7 +114,7 @@ class Sender:
             if op.refused and op.describe() not in s.result.failures:
                 s.result.failures.append(op.describe())
             info = event.get("data", {}).get("info", {})
-            if (op.kind is hp.OpKind.PLUG and op.done_at is not None
+            if (op.kind is tracker.OpKind.PLUG and op.done_at is not None
                     and event.get("event") == hp.OST_EVENT and info.get("slot-type") == "CPU"
                     and op.device in s.cpu_ids and op.device not in s.offline_cpus):
                 # The _OST names the slot by cpu-index: online it now, as udev would.

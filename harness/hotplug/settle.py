@@ -19,6 +19,7 @@ from ..errors import HarnessError, HotplugNotHonoured
 from ..timeouts import Deadline, poll
 from ..topology import Topology, expect, observe
 from . import devices as hp
+from . import onlining, tracker
 from .plan import Action, SwarmEvent
 
 if TYPE_CHECKING:
@@ -64,28 +65,28 @@ class Settler:
         self.settle_ops([event.device], deadline)
         self.state.onliner.wait_idle(deadline.remaining())
 
-    def settle_ops(self, devices: Iterable[str], deadline: Deadline) -> list[hp.DeviceOp]:
+    def settle_ops(self, devices: Iterable[str], deadline: Deadline) -> list[tracker.DeviceOp]:
         """Wait until QEMU reported every op on ``devices`` done; returns what is left."""
         devices = list(devices)
-        tracker = self.state.tracker
+        ops = self.state.tracker
         next_query = [0.0]
 
         def done() -> bool:
             self.sender.pump()
-            pending = tracker.pending(devices)
-            polled = [op for op in pending if op.kind is hp.OpKind.RESIZE
+            pending = ops.pending(devices)
+            polled = [op for op in pending if op.kind is tracker.OpKind.RESIZE
                       or op.device in self.state.cpu_unplugs]
             if polled and time.monotonic() >= next_query[0]:
                 self._poll_ops(polled)
                 next_query[0] = time.monotonic() + _QUERY_INTERVAL
-            return not tracker.pending(devices)
+            return not ops.pending(devices)
 
         poll(done, deadline=deadline, interval=0.01,
              health=lambda: self.state.guest.check_health(
-                 "waiting for " + ", ".join(op.device for op in tracker.pending(devices))))
-        return tracker.pending(devices)
+                 "waiting for " + ", ".join(op.device for op in ops.pending(devices))))
+        return ops.pending(devices)
 
-    def _poll_ops(self, ops: Sequence[hp.DeviceOp]) -> None:
+    def _poll_ops(self, ops: Sequence[tracker.DeviceOp]) -> None:
         """Ask QEMU directly where its events are not enough.
 
         MEMORY_DEVICE_SIZE_CHANGE is rate-limited (one a second per device); and QEMU 7.2
@@ -93,11 +94,11 @@ class Settler:
         for the vCPU itself, though the vCPU is gone from query-cpus-fast.
         """
         s = self.state
-        if any(op.kind is hp.OpKind.RESIZE for op in ops):
+        if any(op.kind is tracker.OpKind.RESIZE for op in ops):
             s.remember_memdevs(self.qmp.execute("query-memory-devices"))
         present: dict[str, int] | None = None
         for op in ops:
-            if op.kind is hp.OpKind.RESIZE:
+            if op.kind is tracker.OpKind.RESIZE:
                 dev = s.memdevs.get(op.device)
                 if dev is not None:
                     op.last_size = dev.size
@@ -171,7 +172,7 @@ class Settler:
         for c in cpus:
             attempted[c] = attempted.get(c, 0) + 1
         try:
-            took = hp.online_cpus(s.guest, cpus)
+            took = onlining.online_cpus(s.guest, cpus)
         except HotplugNotHonoured as exc:
             took = 0.0
             s.transcript.add("note", what="online failed", cpus=cpus, error=str(exc))

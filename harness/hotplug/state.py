@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..topology import MemoryDevice, Topology, TopologyDiff, diff_topology, expected_from_qmp
 from . import devices as hp
+from . import onlining, tracker
 
 if TYPE_CHECKING:
     from ..guest import Guest
@@ -26,8 +27,8 @@ class SwarmState:
     transcript: SwarmTranscript
     settle_timeout: float
     poll_interval: float
-    onliner: hp.CpuOnliner
-    tracker: hp.HotplugTracker = field(default_factory=hp.HotplugTracker)
+    onliner: onlining.CpuOnliner
+    tracker: tracker.HotplugTracker = field(default_factory=tracker.HotplugTracker)
     memdevs: dict[str, MemoryDevice] = field(default_factory=dict)
     offline_cpus: set[str] = field(default_factory=set)    # vCPU ids to leave offline
     cpu_ids: set[str] = field(default_factory=set)         # vCPU ids plugged by this run

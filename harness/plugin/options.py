@@ -16,6 +16,7 @@ import pytest
 
 from .. import settings as settings_mod
 from ..errors import UsageError
+from ..images.profiles import load_profiles
 from ..settings import Keep, Setting
 
 #: Settings the plugin offers as --kh-<name> options and kh_<name> ini keys.
@@ -52,6 +53,8 @@ class PluginSettings:
     def from_config(cls, config: pytest.Config) -> PluginSettings:
         try:
             values = {name: _resolve(config, name) for name in OPTIONS}
+            known = tuple(load_profiles().profiles)
+            settings_mod.check_profiles(values["profiles"], known)
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
         return cls(values, Path(str(config.rootpath)))
