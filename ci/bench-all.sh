@@ -15,3 +15,4 @@ $kh bench crash --runs "$runs" --mode elf --memory 1536M
 $kh bench run --runs "$runs"
 $kh bench audit --runs "$runs"
 $kh bench vmcore
+python3 ci/bench-startup.py            # the command line starts in under 100 ms

@@ -28,6 +28,7 @@ from .hotplug import (
     check_memory_budget,
     run_swarm,
 )
+from .model import Trigger, values
 from .results import EXPECTATIONS, ExitStatus, Result, classify, exit_status, parse_result
 from .topology import Topology, snapshot
 from .vmcore import Dump, VerifyReport, open_dump, parse_elfcorehdr, verify
@@ -42,13 +43,18 @@ class JobSpec:
     plan: SwarmPlan
     swarm_options: SwarmOptions = field(default_factory=SwarmOptions)
     contention: tuple[ContentionSpec, ...] = ()
-    trigger: str = "sysrq"
+    trigger: Trigger = Trigger.SYSRQ
     trigger_cpus: tuple[int, ...] = ()
     panic_after: int | None = None      # panic after this many swarm events (mid-swarm)
     during_reload: bool = False         # panic while a kdump reload is in flight
     expect: Result = Result.ACCURATE
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "trigger", Trigger(self.trigger))
+        except ValueError:
+            raise UsageError(f"--trigger must be one of {', '.join(values(Trigger))}, "
+                             f"not {self.trigger!r}") from None
         if not isinstance(self.expect, Result):
             object.__setattr__(self, "expect", parse_result(str(self.expect)))
         if self.expect is Result.HARNESS_ERROR:

@@ -16,6 +16,7 @@ from ..errors import InfrastructureError, LostVMError
 from ..guest import Guest, GuestState
 from ..guest.kdump_sizing import RAISE_CRASHKERNEL
 from ..signatures import CRASH_SIGNATURES, END_PANIC, PANIC
+from ..timeouts import Deadline, poll
 from .collect import (
     CAPTURE_BANNER,
     collect_dump,
@@ -83,9 +84,14 @@ def panic_and_capture(guest: Guest, *, trigger: str = "sysrq", cpus: tuple[int, 
     return result
 
 
+#: What ``_first`` returns when QEMU exited without any of the patterns.
+_EXITED = re.compile("").match("")
+
+
 def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
-           deadline: float) -> tuple[str, re.Match[str]] | tuple[None, None]:
-    """Wait until one of ``patterns`` appears after ``start`` (earliest match wins)."""
+           seconds: float) -> tuple[str, re.Match[str]] | tuple[None, None]:
+    """Wait up to ``seconds`` until one of ``patterns`` appears after ``start`` (the
+    earliest match wins); ``("exited", ...)`` when QEMU exited first."""
 
     def earliest() -> tuple[str, re.Match[str]] | None:
         text = guest.console.text(start)
@@ -95,28 +101,23 @@ def _first(guest: Guest, patterns: dict[str, re.Pattern[str]], start: int,
         _, name, m = min(hits, key=lambda h: h[0])
         return name, m
 
-    while True:
+    def step() -> tuple[str, re.Match[str]] | None:
         hit = earliest()
-        if hit:
+        if hit or (guest.alive() and not guest.console.eof):
             return hit
-        if time.monotonic() > deadline:
-            return None, None
-        if not guest.alive() or guest.console.eof:
-            # Let the drain thread deliver the last bytes before concluding (a busy host
-            # may take a while to schedule it).
-            guest.console.wait_eof(guest.timeouts.shutdown)
-            crashed = guest.crashed()
-            if crashed:
-                # QEMU's own failure (e.g. 7.2's heap corruption after overlapping DIMM
-                # and vCPU unplugs) says nothing about the kernel: never a capture verdict.
-                raise LostVMError(crashed)
-            hit = earliest()
-            if hit:
-                return hit
-            empty = re.match("", "")
-            assert empty is not None  # an empty pattern always matches
-            return "exited", empty
-        time.sleep(0.02)
+        # Let the drain thread deliver the last bytes before concluding (a busy host may
+        # take a while to schedule it).
+        guest.console.wait_eof(guest.timeouts.shutdown)
+        crashed = guest.crashed()
+        if crashed:
+            # QEMU's own failure (e.g. 7.2's heap corruption after overlapping DIMM and
+            # vCPU unplugs) says nothing about the kernel: never a capture verdict.
+            raise LostVMError(crashed)
+        assert _EXITED is not None  # an empty pattern always matches
+        return earliest() or ("exited", _EXITED)
+
+    found = poll(step, deadline=Deadline(seconds, " or ".join(patterns)), interval=0.02)
+    return found if found is not None else (None, None)
 
 
 def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: float,
@@ -125,7 +126,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
     # A panic in NMI context defers its console output (printk from NMI only fills the
     # ring buffer), so the first sign of an NMI panic may be the capture kernel's banner.
     name, m = _first(guest, {"panic": PANIC, "end": END_PANIC, "banner": CAPTURE_BANNER,
-                             "capture": _CAPTURE_START}, start, time.monotonic() + t.panic)
+                             "capture": _CAPTURE_START}, start, t.panic)
     if name is None or m is None or (name == "exited" and not guest.console.text(start).strip()):
         if result.trigger_note:
             raise LostVMError(f"no panic followed the {result.trigger} trigger, whose SSH "
@@ -149,7 +150,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
 
     name, m = _first(guest, {"end": END_PANIC, "banner": CAPTURE_BANNER,
                              "capture": _CAPTURE_START}, after_panic,
-                     time.monotonic() + t.capture_boot)
+                     t.capture_boot)
     if name in ("end", "exited", None):
         result.outcome = Outcome.KDUMP_DID_NOT_OCCUR
         loaded = guest.readiness.get("kexec_crash_loaded")
@@ -168,7 +169,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
         return
 
     name, m = _first(guest, {"capture": _CAPTURE_START}, after_panic,
-                     time.monotonic() + t.capture_boot)
+                     t.capture_boot)
     if name != "capture" or m is None:
         _capture_failed(guest, result, after_panic, "the capture kernel started but its "
                         "userspace never reported in")
@@ -183,7 +184,7 @@ def _await_dump(guest: Guest, result: CaptureResult, after_panic: int, capture_a
     """From the capture kernel's userspace to the dump on the host (or why not)."""
     name, m = _first(guest, {"done": _CAPTURE_DONE, "failed": _CAPTURE_FAILED,
                              "panic": PANIC}, capture_at,
-                     time.monotonic() + guest.timeouts.dump_write)
+                     guest.timeouts.dump_write)
     if name != "done" or m is None:
         what = {"failed": "the capture script gave up", "panic": "the capture kernel panicked",
                 "exited": "QEMU exited during the capture",

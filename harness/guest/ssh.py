@@ -16,6 +16,7 @@ from pathlib import Path
 import paramiko
 
 from ..errors import GuestCommandError, SshError
+from ..timeouts import Deadline, poll
 
 
 @dataclass(frozen=True)
@@ -72,28 +73,32 @@ class GuestSsh:
 
     def connect(self, timeout: float) -> None:
         """Connect, retrying while the guest's dropbear is not yet accepting."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout, f"an SSH connection to {self.host}:{self.port}")
+        last: list[Exception] = []
+
+        def attempt() -> paramiko.Transport | None:
             sock: socket.socket | None = None
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=2)
                 transport = paramiko.Transport(sock)
-                transport.banner_timeout = max(1.0, deadline - time.monotonic())
-                transport.start_client(timeout=max(1.0, deadline - time.monotonic()))
+                transport.banner_timeout = max(1.0, deadline.remaining())
+                transport.start_client(timeout=max(1.0, deadline.remaining()))
                 transport.auth_publickey(self.user, self.key.key)
                 if not transport.is_authenticated():
                     raise SshError("public key authentication failed")
                 transport.set_keepalive(5)
-                self._transport = transport
-                return
+                return transport
             except (OSError, paramiko.SSHException, EOFError) as exc:
-                last = exc
+                last[:] = [exc]
                 if sock is not None:
                     sock.close()
-                time.sleep(0.1)
-        raise SshError(f"no SSH connection to {self.host}:{self.port} within "
-                       f"{timeout:.1f} s: {last!r}")
+                return None
+
+        transport = poll(attempt, deadline=deadline, interval=0.1)
+        if transport is None:
+            raise SshError(f"no SSH connection to {self.host}:{self.port} within "
+                           f"{timeout:.1f} s: {last[0] if last else 'no attempt'!r}")
+        self._transport = transport
 
     @property
     def connected(self) -> bool:

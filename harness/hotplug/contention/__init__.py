@@ -11,9 +11,15 @@ Three kinds, each started at a chosen offset from a swarm's first event:
              A fixed head start is at the mercy of the host's load (how long kexec takes
              to read its files before the syscall): CI saw 0 failures in 2 of 3 suite
              runs.  So by default (``sync=lock``) the swarm waits for the guest to say the
-             load holds the lock: ``kexec -s -d`` (6.8+) logs ``kexec_file: kernel: ...``
-             from inside ``kexec_file_load``, ~1 s before it lets go; a watcher on
-             /dev/kmsg reports that line, and ``offset`` then counts from it.
+             load holds the lock *and has built its crash header*: ``kexec -s -d`` (6.8+)
+             logs ``Loaded ELF headers at ...`` from inside ``kexec_file_load`` right after
+             ``prepare_elf_headers()``; a watcher on /dev/kmsg reports that line, and
+             ``offset`` then counts from it.  (Syncing on the earlier ``kexec_file:
+             kernel:`` line let a burst land while the load was still reading its files:
+             every event failed its trylock, and the header built afterwards had all the
+             DIMMs anyway: accurate, 1 suite run of 3 here.)  What remains of the window
+             is the digest and the copy of the segments, which the capture initrd's
+             padding (``pad``, 32 MiB) makes as long as a distro-sized initrd's: ~2 s.
              ``sync=none`` keeps the plain head start (the only way on older kernels or
              with ``kexec_load``, which logs nothing).
              Even inside the window, Debian's kernels (voluntary preemption) stall the

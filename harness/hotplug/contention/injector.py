@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import HarnessError, UsageError
 from ...guest.console import LineBuffer
+from ...timeouts import Deadline, poll
 from .runs import ContentionRun, parse_reload_log, parse_udev_log
 from .scripts import install_command, irq_cpu, start_command
 from .spec import ACPI_IRQ, DIR, LOCKED_MARK, PREEMPT_FULL, RELOADING, ContentionSpec
@@ -123,29 +124,33 @@ class ContentionInjector:
         ``error`` and the swarm goes ahead: on kernels before 6.8, or with ``kexec_load``,
         nothing is logged from inside the syscall (use ``sync=none`` there).
         """
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout, "the reload reporting the kexec lock held")
         for run in (r for r in self.runs if r.spec.synced):
-            # The mark counts only as a whole line: a piece of it proves nothing.
             lines = LineBuffer()
-            while time.monotonic() < deadline and run.error is None:
-                chan = self._channel(run)
-                if chan is None:
-                    time.sleep(0.005)        # its timer has not fired yet
-                    continue
-                if chan.recv_ready():
-                    got = lines.feed(chan.recv(4096).decode("utf-8", "replace"))
-                    if LOCKED_MARK in (line.strip() for line in got):
-                        run.lock_seen_after = time.monotonic() - self._started[id(run)]
-                        break
-                elif chan.exit_status_ready():
-                    break
-                else:
-                    time.sleep(0.005)
+            poll(lambda: self._lock_reported(run, lines),  # noqa: B023 - used at once
+                 deadline=deadline, interval=0.005)
             if run.lock_seen_after is None:
                 run.error = run.error or (
                     "the reload never reported holding the kexec lock (sync=lock needs "
                     "kexec_file_load on Linux 6.8+, whose kexec -d logs from inside the "
                     "syscall; use sync=none otherwise); the swarm went ahead without it")
+
+    def _lock_reported(self, run: ContentionRun, lines: LineBuffer) -> bool:
+        """Whether ``run`` reported the lock held, or can no longer (it ended, it failed).
+
+        The mark counts only as a whole line: a piece of it proves nothing.
+        """
+        chan = self._channel(run)
+        if run.error is not None:
+            return True
+        if chan is None:
+            return False                  # its timer has not fired yet
+        while chan.recv_ready():
+            got = lines.feed(chan.recv(4096).decode("utf-8", "replace"))
+            if LOCKED_MARK in (line.strip() for line in got):
+                run.lock_seen_after = time.monotonic() - self._started[id(run)]
+                return True
+        return bool(chan.exit_status_ready())
 
     def rebase(self, t0: float) -> None:
         """The swarm really started at ``t0``: express start times relative to it."""
@@ -162,7 +167,7 @@ class ContentionInjector:
         for timer in self._timers:
             timer.cancel()
         limit = timeout if timeout is not None else self.guest.timeouts.command
-        deadline = time.monotonic() + limit
+        deadline = Deadline(limit, "the contention sources ending")
         try:
             self.guest.run(f"touch {DIR}/stop", timeout=limit)
             if any(r.spec.kind == "udev" for r in self.runs):
@@ -170,14 +175,7 @@ class ContentionInjector:
             self.guest.run(f"sh {DIR}/udev-stop.sh", timeout=limit)
             # Reloads (and udev handlers' reloads) in flight finish on their own; a
             # half-done reload would leave kdump unloaded for whatever comes next.
-            while time.monotonic() < deadline:
-                busy = [r for r, c in self._channels if r.spec.kind == "reload"
-                        and not c.exit_status_ready()]
-                handlers = self.guest.run(f"ls {DIR} | grep -c '^running' || true").stdout
-                if not busy and handlers.strip() in ("", "0"):
-                    break
-                time.sleep(0.1)
-            else:
+            if not poll(self._all_ended, deadline=deadline, interval=0.1):
                 for run in self.runs:
                     run.error = run.error or f"still running after {limit:.0f} s"
             self._collect()
@@ -189,22 +187,30 @@ class ContentionInjector:
                 chan.close()
         return self.runs
 
-    def _drain_udev(self, deadline: float, quiet: float = 1.0) -> None:
+    def _all_ended(self) -> bool:
+        busy = [r for r, c in self._channels if r.spec.kind == "reload"
+                and not c.exit_status_ready()]
+        handlers = self.guest.run(f"ls {DIR} | grep -c '^running' || true").stdout
+        return not busy and handlers.strip() in ("", "0")
+
+    def _drain_udev(self, deadline: Deadline, quiet: float = 1.0) -> None:
         """Let the handlers catch up with queued uevents, as udev would, before stopping.
 
         Under TCG each handler takes ~0.1 s, so a swarm leaves a backlog in the netlink
         socket; done means no handler running and no new log line for ``quiet`` seconds.
         """
-        last, quiet_since = "", time.monotonic()
-        while time.monotonic() < deadline:
+        seen: list[tuple[str, float]] = [("", time.monotonic())]
+
+        def quiet_now() -> bool:
             state = self.guest.run(f"ls {DIR} | grep -c '^running'; "
                                    f"wc -l < {DIR}/udev.log 2>/dev/null || echo 0").stdout
             running = state.split()[0] if state.split() else "0"
-            if state != last or running != "0":
-                last, quiet_since = state, time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet:
-                return
-            time.sleep(0.1)
+            if state != seen[0][0] or running != "0":
+                seen[0] = (state, time.monotonic())
+                return False
+            return time.monotonic() - seen[0][1] >= quiet
+
+        poll(quiet_now, deadline=deadline, interval=0.1)
 
     def _collect(self) -> None:
         out = self.guest.run(

@@ -39,9 +39,10 @@ def irq_cpu(interrupts: str, irq: int = ACPI_IRQ, effective: str = "") -> int:
 _RELOAD_SCRIPT = f"""\
 # reload COUNT MODE TAG SYNC PAD: COUNT kdump reloads back to back, each timed (guest
 # uptime), with the capture initrd padded by PAD MiB of zeros (see DEFAULT_RELOAD_PAD_MIB).
-# SYNC=lock: print {LOCKED_MARK} once the first load is inside kexec_file_load, where
-# kexec -d makes 6.8+ log "kexec_file: kernel: ..." with the kexec lock held; the watcher
-# reads /dev/kmsg from our own start line on, so older lines cannot fool it.
+# SYNC=lock: print {LOCKED_MARK} once the first load has built its crash header inside
+# kexec_file_load (kexec -d makes 6.8+ log "Loaded ELF headers at ..." right after
+# prepare_elf_headers(), the kexec lock held until the digest and the copy are done); the
+# watcher reads /dev/kmsg from our own start line on, so older lines cannot fool it.
 i=0
 watcher=
 initrd=/boot/capture.cpio
@@ -62,7 +63,7 @@ while [ $i -lt "$1" ]; do
         any=$(cat /sys/devices/system/cpu/online)
         ( taskset -c "$any" cat /dev/kmsg & echo $! > {DIR}/kmsg-$3.pid; wait ) |
             taskset -c "$any" awk -v start="$start" 'index($0, start) {{ seen = 1; next }}
-                seen && /kexec_file: kernel:/ {{ print "{LOCKED_MARK}"; fflush(); exit }}' &
+                seen && /Loaded ELF headers at/ {{ print "{LOCKED_MARK}"; fflush(); exit }}' &
         watcher=$!
     fi
     s=$(cut -d' ' -f1 /proc/uptime)
