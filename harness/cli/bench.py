@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
+    from ..api import ImageLike
     from ..bench.stats import Summary
-    from ..guest import ImageLike
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,9 +52,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return swarm_main(["--profile", args.profile, "--runs", str(args.runs),
                            *shlex.split(args.extra)])
 
+    from ..api import GuestConfig, build_image
     from ..bench.guest import bench_boot, bench_crash
-    from ..guest import GuestConfig
-    from ..images import build_image
     from ..units import parse_size
 
     image = build_image(args.profile)
@@ -86,9 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_audit(image: ImageLike, runs: int,
                  report: Callable[[str], None]) -> list[Summary]:
+    from ..api import Guest, GuestConfig, audit
     from ..bench.stats import summarize
-    from ..guest import Guest, GuestConfig
-    from ..live_audit import audit
 
     rounds: list[float] = []
     reads: list[float] = []
@@ -103,10 +101,8 @@ def _bench_audit(image: ImageLike, runs: int,
 
 
 def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None]) -> list[Summary]:
+    from ..api import GuestConfig, JobSpec, SwarmSpec, build_plan, run_job
     from ..bench.stats import summarize
-    from ..guest import GuestConfig
-    from ..hotplug import SwarmSpec, build_plan
-    from ..job import JobSpec, run_job
 
     totals: list[float] = []
     phases: dict[str, list[float | None]] = {}

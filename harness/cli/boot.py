@@ -17,7 +17,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..guest import Guest
+    from ..api import Guest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from ..guest import Guest
+    from ..api import Guest
 
     image = build_image_from_args(args)
     config = guest_config(args)

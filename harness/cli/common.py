@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..model import Accel, CaptureMode, Flavour, KexecMode, Trigger, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..guest import GuestConfig
+    from ..api import GuestConfig
 
 
 
@@ -109,7 +109,7 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
                  **overrides: Any) -> GuestConfig:
     """Build a validated ``GuestConfig`` from parsed options (``--append`` words first,
     then ``extra_kernel_args``)."""
-    from ..guest import GuestConfig
+    from ..api import GuestConfig
     from ..settings import current
     from ..units import parse_size
 
@@ -129,7 +129,7 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
 
 def build_image_from_args(args: argparse.Namespace) -> Any:
     """Build (or take from the cache) the image the options ask for."""
-    from ..images import build_image
+    from ..api import build_image
 
     if (args.modules or args.config) and not args.kernel:
         raise UsageError("--modules and --config go with --kernel")

@@ -18,7 +18,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..crash import CaptureResult
+    from ..api import CaptureResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def print_capture(result: CaptureResult, out: object) -> None:
-    from ..crash import Outcome
+    from ..api import Outcome
 
     t = result.times
     print(f"outcome: {result.outcome.value}: {result.reason}")
@@ -51,8 +51,7 @@ def print_capture(result: CaptureResult, out: object) -> None:
 
 
 def cmd_crash(args: argparse.Namespace) -> int:
-    from ..crash import check_trigger, panic_and_capture
-    from ..guest import Guest
+    from ..api import Guest, check_trigger, panic_and_capture
 
     config = guest_config(args, capture_mode=args.mode)
     check_trigger(args.trigger, tuple(args.cpu), max_cpus=config.max_cpus)

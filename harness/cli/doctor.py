@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check_qemu() -> Check:
+    from ..api import QEMU_SURVIVES_CPU_UNPLUG
     from ..guest import accel
-    from ..hotplug import QEMU_SURVIVES_CPU_UNPLUG
 
     try:
         binary = accel.qemu_binary()
@@ -60,7 +60,7 @@ def check_kvm(probe: bool) -> Check:
     if not probe:
         return Check("kvm", True, "/dev/kvm exists; whether it really runs Linux is probed at "
                                   "the first boot (or now with --probe-kvm)")
-    from ..images import list_images
+    from ..api import list_images
 
     images = list_images()
     if not images:

@@ -18,7 +18,7 @@ from .common import (
 from .swarm import add_swarm_options, plan_from_args, swarm_guest_config
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..job import JobResult
+    from ..api import JobResult
 
 DESCRIPTION = """\
 One whole cycle: boot a kdump-ready guest, run a hot-plug swarm, snapshot the topology,
@@ -47,8 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..hotplug import SwarmOptions, parse_contention
-    from ..job import JobSpec, run_job
+    from ..api import JobSpec, SwarmOptions, parse_contention, run_job
 
     plan = plan_from_args(args)
     config = swarm_guest_config(args, capture_mode=args.mode)
@@ -73,8 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_job(job: JobResult) -> None:
-    from ..images.builder import format_drift
-    from ..job import format_times
+    from ..api import format_drift, format_times
 
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
     for fault in job.boot_faults:

@@ -22,9 +22,7 @@ from ..errors import UsageError
 from ..model import UPDATE_HELP, Accel, ContentionKind, UpdateStrategy, values
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..guest import GuestConfig
-    from ..hotplug import ReplayResult, SwarmPlan, SwarmResult
-    from ..topology import Topology
+    from ..api import GuestConfig, ReplayResult, SwarmPlan, SwarmResult, Topology
 from .common import (
     Deprecated,
     add_guest_options,
@@ -133,7 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
     """The plan the options describe (also used by tests and the benchmark)."""
-    from ..hotplug import (
+    from ..api import (
         SwarmSpec,
         build_plan,
         parse_dimms,
@@ -160,7 +158,7 @@ def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
 
 def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:
     """The guest a swarm needs: room for the hot-added vCPUs, the virtio-mem device."""
-    from ..hotplug import boot_args_for, parse_contention, virtio_mem_qemu_args
+    from ..api import boot_args_for, parse_contention, virtio_mem_qemu_args
 
     if args.cpus + args.add_cpus > args.maxcpus:
         raise UsageError(f"{args.cpus} boot + {args.add_cpus} hot-added vCPUs exceed "
@@ -174,7 +172,7 @@ def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfi
 
 
 def _virtio_mem_region(args: argparse.Namespace) -> int | None:
-    from ..hotplug import parse_virtio_mem
+    from ..api import parse_virtio_mem
     from ..units import parse_size
 
     if not args.virtio_mem:
@@ -190,8 +188,7 @@ def _virtio_mem_region(args: argparse.Namespace) -> int | None:
 
 
 def cmd_swarm(args: argparse.Namespace) -> int:
-    from ..guest import Guest
-    from ..hotplug import SwarmOptions, check_memory_budget, parse_contention, run_swarm
+    from ..api import Guest, SwarmOptions, check_memory_budget, parse_contention, run_swarm
 
     if args.swarm_command == "replay":
         return cmd_replay(args)
@@ -218,8 +215,7 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ..guest import Guest
-    from ..hotplug import SwarmTranscript, guest_config_from_transcript, replay
+    from ..api import Guest, SwarmTranscript, guest_config_from_transcript, replay
 
     transcript = SwarmTranscript.load(args.transcript)
     args.profile = args.profile or transcript.guest.get("profile") or "trixie"
@@ -259,7 +255,7 @@ def save_artifacts(result: SwarmResult, out: Path) -> None:
 
 
 def topology_lines(topo: Topology) -> list[str]:
-    from ..topology import format_cpu_list
+    from ..api import format_cpu_list
     from ..units import size_option
 
     ram = ", ".join(str(r) for r in topo.system_ram)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .. import settings as settings_mod
-from ..guest import Guest, GuestConfig
+from ..api import Guest, GuestConfig
 from .artifacts import artifact_dir_for
 from .options import for_item
 
@@ -36,7 +36,7 @@ def guest_image() -> Callable[..., Any]:
 
     The builder takes a per-image file lock, so xdist workers asking at once build it once.
     """
-    from ..images import build_image
+    from ..api import build_image
 
     cache: dict[tuple[str, str], Any] = {}
 
