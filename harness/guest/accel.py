@@ -12,11 +12,11 @@ import os
 import select
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HostError, UsageError
+from ..timeouts import Deadline, poll
 from .process import die_with_parent
 
 QEMU = "qemu-system-x86_64"
@@ -67,6 +67,12 @@ def _cache_file(cache_dir: Path) -> Path:
     return cache_dir / f"accel-{boot_id}-{qemu}.json"
 
 
+def _qemu_refused(out: bytes) -> tuple[bool, str]:
+    if b"failed to initialize kvm" in out.lower() or b"Could not access KVM" in out:
+        return False, "QEMU could not initialise KVM"
+    return False, "a KVM probe boot did not reach the kernel's root mount in time"
+
+
 def probe_kvm(kernel: Path, timeout: float = 20.0) -> tuple[bool, str]:
     """Boot ``kernel`` under KVM with no root fs: reaching the VFS panic proves KVM works."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -77,24 +83,25 @@ def probe_kvm(kernel: Path, timeout: float = 20.0) -> tuple[bool, str]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=die_with_parent)
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + timeout
+    stdout = proc.stdout
+    assert stdout is not None
+    out = bytearray()
+
+    def verdict() -> tuple[bool, str] | None:
+        ready, _, _ = select.select([stdout], [], [], 0.2)
+        chunk = os.read(stdout.fileno(), 65536) if ready else b""
+        out.extend(chunk)
+        if b"Unable to mount root" in out or b"Kernel panic" in out:
+            return True, "KVM booted the guest kernel"
+        if b"KVM internal error" in out or b"emulation failure" in out:
+            return False, "KVM cannot run this kernel (KVM internal error)"
+        if ready and not chunk:                     # QEMU ended without a verdict
+            return _qemu_refused(bytes(out))
+        return None
+
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                out += chunk
-                if b"Unable to mount root" in out or b"Kernel panic" in out:
-                    return True, "KVM booted the guest kernel"
-                if b"KVM internal error" in out or b"emulation failure" in out:
-                    return False, "KVM cannot run this kernel (KVM internal error)"
-        if b"failed to initialize kvm" in out.lower() or b"Could not access KVM" in out:
-            return False, "QEMU could not initialise KVM"
-        return False, "a KVM probe boot did not reach the kernel's root mount in time"
+        found = poll(verdict, deadline=Deadline(timeout, "a KVM probe boot"), interval=0.0)
+        return found if found is not None else _qemu_refused(bytes(out))
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -32,6 +32,7 @@ import pexpect.fdpexpect
 
 from ..errors import BootFailure, DeadlineExceeded, LostVMError, UnexpectedPanic
 from ..signatures import CRASH_SIGNATURES
+from ..timeouts import Deadline, poll
 
 
 class LineBuffer:
@@ -101,24 +102,29 @@ class Console:
 
     def accept(self, timeout: float, still_running: Callable[[], bool] | None = None) -> None:
         """Wait for QEMU to connect; give up early once ``still_running()`` says it exited."""
-        assert self._server is not None, "listen() first"
-        deadline = time.monotonic() + timeout
-        self._server.settimeout(0.2)
+        server = self._server
+        assert server is not None, "listen() first"
+        server.settimeout(0.2)          # each attempt waits this long for QEMU
+
+        def connected() -> socket.socket | None:
+            try:
+                return server.accept()[0]
+            except TimeoutError:
+                return None
+
+        def qemu_alive() -> None:
+            if still_running is not None and not still_running():
+                raise LostVMError("QEMU exited before connecting its serial console")
+
         try:
-            while True:
-                try:
-                    self._conn, _ = self._server.accept()
-                    break
-                except TimeoutError:
-                    if still_running is not None and not still_running():
-                        raise LostVMError("QEMU exited before connecting its serial "
-                                          "console") from None
-                    if time.monotonic() >= deadline:
-                        raise LostVMError("QEMU did not connect its serial console within "
-                                          f"{timeout:.1f} s") from None
+            conn = poll(connected, deadline=Deadline(timeout, "QEMU connecting its console"),
+                        interval=0.0, health=qemu_alive)
         finally:
-            self._server.close()
+            server.close()
             self._server = None
+        if conn is None:
+            raise LostVMError(f"QEMU did not connect its serial console within {timeout:.1f} s")
+        self._conn = conn
         self._conn.settimeout(None)
         self._child = pexpect.fdpexpect.fdspawn(self._conn.fileno(), encoding="utf-8",
                                                 codec_errors="replace")
