@@ -28,7 +28,7 @@ from .hotplug import (
     check_memory_budget,
     run_swarm,
 )
-from .model import Trigger, values
+from .model import Trigger, choose
 from .results import EXPECTATIONS, ExitStatus, Result, classify, exit_status, parse_result
 from .topology import Topology, snapshot
 from .vmcore import Dump, VerifyReport, open_dump, parse_elfcorehdr, verify
@@ -50,11 +50,7 @@ class JobSpec:
     expect: Result = Result.ACCURATE
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "trigger", Trigger(self.trigger))
-        except ValueError:
-            raise UsageError(f"--trigger must be one of {', '.join(values(Trigger))}, "
-                             f"not {self.trigger!r}") from None
+        object.__setattr__(self, "trigger", choose(Trigger, self.trigger, "--trigger"))
         if not isinstance(self.expect, Result):
             object.__setattr__(self, "expect", parse_result(str(self.expect)))
         if self.expect is Result.HARNESS_ERROR:

@@ -8,6 +8,11 @@ command line builds its parser from it without loading QEMU, SSH or the image bu
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+from .errors import UsageError
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class Accel(StrEnum):
@@ -95,6 +100,16 @@ class ContentionKind(StrEnum):
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The strings an option accepts, in declaration order (argparse ``choices``)."""
     return tuple(member.value for member in enum)
+
+
+def choose(enum: type[E], value: str, option: str) -> E:
+    """``value`` as a member of ``enum``, or a ``UsageError`` naming ``option`` and the
+    choices (the one way a string from a command line, a file or an API call is typed)."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise UsageError(f"{option} must be one of {', '.join(values(enum))}, "
+                         f"not {value!r}") from None
 
 
 UPDATE_HELP = ("how the kdump image follows hot-plug: kernel (crash hot-plug, 6.6+), reload "

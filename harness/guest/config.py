@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..model import Accel, CaptureMode, Firmware, KernelEntry, KexecMode, values
+from ..model import Accel, CaptureMode, Firmware, KernelEntry, KexecMode, choose, values
 from ..units import GiB, MiB, size_option
 
 
@@ -82,12 +82,7 @@ class GuestConfig:
 
     def __post_init__(self) -> None:
         for name, kind, option in _TYPED:
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                raise UsageError(f"{option} must be one of {', '.join(values(kind))}, "
-                                 f"not {value!r}") from None
+            object.__setattr__(self, name, choose(kind, getattr(self, name), option))
         self.validate()
 
     def validate(self) -> None:

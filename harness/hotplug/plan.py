@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import UsageError
-from ..model import TimingKind, values
+from ..model import TimingKind, choose
 from ..units import MiB, parse_size, size_option
 from . import devices as hp
 
@@ -96,11 +96,7 @@ class Timing:
     wave_size: int = 4
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "kind", TimingKind(self.kind))
-        except ValueError:
-            raise UsageError(f"timing must be one of {', '.join(values(TimingKind))}, "
-                             f"not {self.kind!r}") from None
+        object.__setattr__(self, "kind", choose(TimingKind, self.kind, "timing"))
         if self.interval < 0 or self.wave_size < 1:
             raise UsageError("timing interval must be >= 0 and wave size >= 1")
 

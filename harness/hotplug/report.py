@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HotplugNotHonoured, UsageError
-from ..model import UpdateStrategy, values
+from ..errors import HotplugNotHonoured
+from ..model import UpdateStrategy, choose
 from ..topology import MemoryDevice, Topology, TopologyDiff
 from .klog import KlogCounts, KlogMarker
 from .plan import SwarmEvent, SwarmPlan
@@ -31,11 +31,7 @@ class SwarmOptions:
     poll_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "update", UpdateStrategy(self.update))
-        except ValueError:
-            raise UsageError(f"--update must be one of {', '.join(values(UpdateStrategy))}, "
-                             f"not {self.update!r}") from None
+        object.__setattr__(self, "update", choose(UpdateStrategy, self.update, "--update"))
 
 
 class HookAction(enum.Enum):

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ...errors import UsageError
-from ...model import ContentionKind, values
+from ...model import ContentionKind, choose, values
 
 KINDS = values(ContentionKind)
 #: Sources that reload kdump, and so hold the kexec lock.
@@ -63,11 +63,11 @@ class ContentionSpec:
     pad: int | None = None
 
     def __post_init__(self) -> None:
-        kind = _coerce(ContentionKind, self.kind, "contention kind")
+        kind = choose(ContentionKind, self.kind, "contention kind")
         object.__setattr__(self, "kind", kind)
         reload = kind is ContentionKind.RELOAD
         sync = (Sync.LOCK if reload else Sync.NONE) if self.sync is None else self.sync
-        object.__setattr__(self, "sync", _coerce(Sync, sync, f"contention {kind}: sync"))
+        object.__setattr__(self, "sync", choose(Sync, sync, f"contention {kind}: sync"))
         if self.pad is None:
             object.__setattr__(self, "pad", DEFAULT_RELOAD_PAD_MIB if reload else 0)
         if self.sync is Sync.LOCK and not reload:
@@ -102,14 +102,6 @@ class ContentionSpec:
                    pad=int(pad) if pad is not None else 0)
 
 
-def _coerce(enum: type[Any], value: object, what: str) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        raise UsageError(f"{what} must be one of {', '.join(values(enum))}, "
-                         f"not {value!r}") from None
-
-
 def boot_args_for(specs: Sequence[ContentionSpec], kernel_args: Sequence[str] = ()
                   ) -> tuple[str, ...]:
     """Kernel command line words a guest needs for ``specs`` (unless the user chose a
@@ -123,7 +115,7 @@ def boot_args_for(specs: Sequence[ContentionSpec], kernel_args: Sequence[str] = 
 def parse_contention(text: str) -> ContentionSpec:
     """``reload``, ``reload:cpu=1,offset=-0.3,count=2,sync=none``, ``readers:count=8``."""
     kind, _, rest = text.partition(":")
-    spec = ContentionSpec(_coerce(ContentionKind, kind.strip(), "contention kind"))
+    spec = ContentionSpec(choose(ContentionKind, kind.strip(), "contention kind"))
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
@@ -136,7 +128,7 @@ def parse_contention(text: str) -> ContentionSpec:
             elif key == "count":
                 spec = replace(spec, count=int(value))
             elif key == "sync":
-                spec = replace(spec, sync=_coerce(Sync, value, f"contention {kind}: sync"))
+                spec = replace(spec, sync=choose(Sync, value, f"contention {kind}: sync"))
             elif key == "pad":
                 spec = replace(spec, pad=int(value.removesuffix("M")))
             else:
