@@ -19,6 +19,7 @@ from harness.cli import main
 from harness.errors import HotplugNotHonoured, LostVMError
 from harness.guest import Guest
 from harness.hotplug import HookAction, SwarmProgress, SwarmSpec, build_plan, run_swarm
+from harness.hotplug.checks import MEMMAP_ON_MEMORY_ARG
 from harness.units import GiB, MiB
 
 pytestmark = pytest.mark.guest
@@ -36,6 +37,19 @@ def test_a_guest_that_refuses_memory_says_so_from_its_console(make_guest: MakeGu
     with pytest.raises(HotplugNotHonoured, match=r"refused hot-added memory .*add_memory "
                                                  r"failed"):
         run_swarm(guest, plan)
+
+
+@pytest.mark.profile("trixie")
+def test_the_plan_checks_advice_works_memmap_on_the_hot_added_memory(
+        make_guest: MakeGuest) -> None:
+    # What check_memory_budget suggests besides more boot memory: the same 48 GiB into the
+    # same 1 GiB guest settles once the memmap lives on the hot-added memory.
+    guest = make_guest("trixie", memory=GiB, max_memory=52 * GiB, memory_slots=16,
+                       kernel_args=(f"{MEMMAP_ON_MEMORY_ARG}=1",))
+    result = run_swarm(guest, build_plan(SwarmSpec(dimms=(4 * GiB,) * 12)))
+    result.check()
+    assert result.observed is not None
+    assert sum(r.size for r in result.observed.system_ram) > 48 * GiB
 
 
 @pytest.mark.profile("trixie")
