@@ -5,9 +5,11 @@ In pipeline order::
     plan        SwarmPlan / SwarmEvent / Timing; build_plan(SwarmSpec), random_plan, and
                 the option parsers (parse_dimms, parse_virtio_mem, parse_timing)
     checks      check_memory_budget (before boot), preflight (before the first event)
-    devices     the QMP commands of each device kind, the tracker of QEMU's answers, the
-                vCPU onliner (what udev would do)
-    runner      run_swarm: send (sender), settle (settle), keep kdump current (update)
+    devices     the QMP commands of each device kind and the events that answer them
+    tracker     QEMU's answers, per device operation (a refusal is reported at once)
+    onlining    what udev would do in the guest: online vCPUs, load virtio-mem
+    runner      run_swarm: send (sender), settle (settle), keep kdump current (update);
+                state holds what those parts share
     contention  what contends for the kexec lock meanwhile (reloads, udev, readers)
     klog        the kernel's crash hot-plug lines during the swarm
     report      SwarmOptions, the between-events hook, PhaseReport, SwarmResult

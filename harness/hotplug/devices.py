@@ -10,8 +10,9 @@ thin senders) and the evidence that the guest took it:
 * ``DEVICE_DELETED``: the end of an unplug (the guest ejected the device);
 * ``MEMORY_DEVICE_SIZE_CHANGE``: virtio-mem plugged or unplugged memory.
 
-``HotplugTracker`` turns that event stream into per-device state; the swarm runner
-(``harness.hotplug.runner``) feeds it and checks the guest's own view with the topology oracle.
+``tracker.HotplugTracker`` turns that event stream into per-device state; the swarm
+runner (``harness.hotplug.runner``) feeds it and checks the guest's own view with the
+topology oracle.
 """
 
 from __future__ import annotations
