@@ -7,8 +7,8 @@ where it came from, so a bad value is refused naming its source (``--kh-accel``,
 ``KDUMP_HARNESS_ACCEL``, ``ini kh_accel``, ``@pytest.mark.kh(accel=...)``).
 
 This is the only module that reads ``os.environ`` for the harness.  Lower layers ask
-``current()`` (the process's settings: environment over defaults, unless a face
-``configure``\\ d them with its own command line) instead of the environment.
+``current()`` (the process's settings: environment over defaults, unless a face passed
+its own command line to ``configure``) instead of the environment.
 """
 
 from __future__ import annotations
