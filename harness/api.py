@@ -34,6 +34,7 @@ from .hotplug import (
     parse_dimms,
     parse_timing,
     parse_virtio_mem,
+    plan_from_options,
     random_plan,
     replay,
     run_swarm,
@@ -41,7 +42,7 @@ from .hotplug import (
 )
 from .images import GuestImage, build_image, image_path, list_images
 from .images.builder import format_drift
-from .job import JobResult, JobSpec, format_times, run_job
+from .job import JobResult, JobSpec, format_times, run_job, verify_capture
 from .live_audit import audit
 from .topology import Topology, format_cpu_list, snapshot
 from .vmcore import Dump, VerifyReport, describe_dump, open_dump, verify
@@ -54,6 +55,6 @@ __all__ = [
     "check_trigger", "describe_dump", "format_cpu_list", "format_drift", "format_times",
     "guest_config_from_transcript", "image_path", "list_images", "open_dump",
     "panic_and_capture", "parse_contention", "parse_dimms", "parse_timing",
-    "parse_virtio_mem", "random_plan", "replay", "run_job", "run_swarm", "snapshot",
-    "verify", "virtio_mem_qemu_args",
+    "parse_virtio_mem", "plan_from_options", "random_plan", "replay", "run_job",
+    "run_swarm", "snapshot", "verify", "verify_capture", "virtio_mem_qemu_args",
 ]

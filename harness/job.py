@@ -33,7 +33,7 @@ from .results import EXPECTATIONS, ExitStatus, Result, classify, exit_status, pa
 from .topology import Topology, snapshot
 from .vmcore import Dump, VerifyReport, open_dump, parse_elfcorehdr, verify
 
-__all__ = ["EXPECTATIONS", "JobResult", "JobSpec", "format_times", "run_job"]
+__all__ = ["EXPECTATIONS", "JobResult", "JobSpec", "format_times", "run_job", "verify_capture"]
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,27 @@ def _verify(job: JobResult, expected: Topology, observed: Topology, out: Path,
             spec: JobSpec) -> None:
     assert job.capture is not None
     t0 = time.monotonic()
-    files = job.capture.files
-    raw = _raw_header(job.capture)
+    # With one CPU named for a sysrq panic, its note must show that panic (not idle).
+    panic_cpu = (spec.trigger_cpus[0] if spec.trigger == "sysrq" and spec.trigger_cpus
+                 else None)
+    report = verify_capture(job.capture, expected, observed, panic_cpu=panic_cpu, out=out)
+    job.times["verify"] = time.monotonic() - t0
+    job.report = report
+    job.result = Result(report.verdict.value)
+    job.reason = f"the vmcore is {report.verdict.value}"
+
+
+def verify_capture(capture: CaptureResult, expected: Topology, observed: Topology, *,
+                   panic_cpu: int | None = None, out: Path | None = None) -> VerifyReport:
+    """The verifier's report on a captured dump: against the guest's topology just before
+    the panic, with QMP's view naming the DIMMs, the raw elfcorehdr read from guest memory
+    and the dump's own log; ``report.txt`` in ``out`` (every finding).
+
+    Raises ``DumpUnreadable`` (the capture kernel wrote a dump the readers reject:
+    ``invalid``) and ``EvidenceError`` (the raw header the harness read is unusable).
+    """
+    files = capture.files
+    raw = _raw_header(capture)
     try:
         dump = open_dump(Path(files["vmcore"]))
     except VmcoreFormatError as exc:
@@ -200,17 +219,12 @@ def _verify(job: JobResult, expected: Topology, observed: Topology, out: Path,
         raise DumpUnreadable(f"the vmcore cannot be read: {exc}") from exc
     dmesg = (Path(files["vmcore_dmesg"]).read_text(errors="replace")
              if "vmcore_dmesg" in files else None)
-    # With one CPU named for a sysrq panic, its note must show that panic (not idle).
-    panic_cpu = (spec.trigger_cpus[0] if spec.trigger == "sysrq" and spec.trigger_cpus
-                 else None)
     # QMP's view names the DIMMs and is cross-checked with the guest's System RAM.
-    report = verify(dump, observed, expected=expected, panic_window=job.capture.panic_window,
+    report = verify(dump, observed, expected=expected, panic_window=capture.panic_window,
                     raw_header=raw, dmesg=dmesg, panic_cpu=panic_cpu)
-    job.times["verify"] = time.monotonic() - t0
-    job.report = report
-    job.result = Result(report.verdict.value)
-    job.reason = f"the vmcore is {report.verdict.value}"
-    (out / "report.txt").write_text(report.to_text(verbose=True) + "\n")
+    if out is not None:
+        (out / "report.txt").write_text(report.to_text(verbose=True) + "\n")
+    return report
 
 
 def _raw_header(capture: CaptureResult) -> Dump | None:

@@ -67,8 +67,8 @@ class Trigger(StrEnum):
     """How the guest is made to panic."""
 
     SYSRQ = "sysrq"              # echo c > /proc/sysrq-trigger (optionally on one CPU)
-    NMI = "nmi"                  # QMP inject-nmi: every CPU panics at once
-    SYSRQ_MULTI = "sysrq-multi"  # sysrq on several CPUs together
+    NMI = "nmi"                  # QMP inject-nmi: the boot CPU panics from NMI context
+    SYSRQ_MULTI = "sysrq-multi"  # sysrq on several CPUs together: simultaneous panics
 
 
 class UpdateStrategy(StrEnum):

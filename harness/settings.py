@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .model import Accel
+from .model import Accel, CaptureMode
 
 
 class Source(StrEnum):
@@ -109,6 +109,15 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
                 "a pinned one (and say so); strict: refuse"),
     SettingSpec("guest_images", "KDUMP_HARNESS_GUEST_IMAGES", _optional_path, "",
                 "another guest-images/ directory (profiles, lock file, rootfs)"),
+    SettingSpec("kernel", "KDUMP_HARNESS_KERNEL", _optional_path, "",
+                "your own bzImage: the scenarios boot it with the profile's userspace"),
+    SettingSpec("modules", "KDUMP_HARNESS_MODULES", _optional_path, "",
+                "the INSTALL_MOD_PATH of your kernel's make modules_install"),
+    SettingSpec("kernel_config", "KDUMP_HARNESS_KERNEL_CONFIG", _optional_path, "",
+                "your kernel's .config (default: found beside the bzImage's build tree)"),
+    SettingSpec("mode", "KDUMP_HARNESS_MODE", _choice(CaptureMode), "headers",
+                "what the capture kernel saves in the scenarios: headers, elf, compressed, "
+                "full"),
     SettingSpec("artifacts", "KDUMP_HARNESS_ARTIFACTS", Path, "artifacts",
                 "directory for per-test evidence"),
     SettingSpec("keep", "KDUMP_HARNESS_KEEP", _choice(Keep), "failed",

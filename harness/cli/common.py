@@ -72,8 +72,9 @@ def add_panic_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The panic and capture option group (``crash`` and ``run``); returns it for more."""
     c = p.add_argument_group("panic and capture")
     c.add_argument("--trigger", default="sysrq", choices=values(Trigger),
-                   help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: every "
-                        "CPU panics at once), sysrq-multi (sysrq on several CPUs together)")
+                   help="sysrq (echo c > /proc/sysrq-trigger), nmi (QMP inject-nmi: the boot "
+                        "CPU panics in NMI context), sysrq-multi (sysrq on several CPUs at "
+                        "once: simultaneous panics)")
     c.add_argument("--cpu", type=int, action="append", default=[], metavar="N",
                    help="CPU to trigger on (repeat for sysrq-multi); with sysrq, the verifier "
                         "checks that this CPU's note shows the panic")

@@ -131,29 +131,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> SwarmPlan:
     """The plan the options describe (also used by tests and the benchmark)."""
-    from ..api import (
-        SwarmSpec,
-        build_plan,
-        parse_dimms,
-        parse_timing,
-        parse_virtio_mem,
-        random_plan,
-    )
-    from ..units import parse_size
+    from ..api import plan_from_options
 
-    dimms = parse_dimms(args.dimms) if args.dimms else ()
-    grow, shrink = parse_virtio_mem(args.virtio_mem) if args.virtio_mem else (None, None)
-    timing = parse_timing(args.timing)
-    if args.random:
-        if args.seed is None:
-            raise UsageError("--random needs --seed")
-        sizes = tuple(sorted(set(dimms))) or (parse_size("256M"),)
-        return random_plan(args.seed, max_dimms=len(dimms), max_cpus=args.add_cpus,
-                           dimm_sizes=sizes, virtio_mem_max=grow)
-    return build_plan(SwarmSpec(dimms=dimms, cpus=args.add_cpus, virtio_mem=grow,
-                                virtio_mem_shrink=shrink, unplug=args.unplug,
-                                unplug_cpus=args.unplug_cpus, online_cpus=not args.leave_offline,
-                                seed=args.seed, timing=timing))
+    return plan_from_options(dimms=args.dimms, add_cpus=args.add_cpus,
+                             virtio_mem=args.virtio_mem, unplug=args.unplug,
+                             unplug_cpus=args.unplug_cpus, leave_offline=args.leave_offline,
+                             seed=args.seed, timing=args.timing, random=args.random)
 
 
 def swarm_guest_config(args: argparse.Namespace, **overrides: Any) -> GuestConfig:

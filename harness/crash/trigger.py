@@ -1,8 +1,12 @@
 """Panic triggers: checked before anything starts, fired without waiting for a reply.
 
 ``sysrq`` writes ``c`` to /proc/sysrq-trigger (on one CPU with ``--cpu``), ``sysrq-multi``
-does so on several CPUs at the same moment, ``nmi`` is QMP ``inject-nmi``: every vCPU
-takes it at once and, with ``unknown_nmi_panic=1``, panics from NMI context.
+does so on several CPUs at the same moment (they panic together: one wins panic_cpu),
+``nmi`` is QMP ``inject-nmi``: QEMU raises LINT1 on every vCPU, but Linux leaves LINT1
+masked on all CPUs but the boot CPU (setup_local_APIC), so CPU 0 alone takes it and, with
+``unknown_nmi_panic=1``, panics from NMI context; the others save their notes through the
+panic's NMI shootdown (seen in the dump's log: one "NMI received for unknown reason" line,
+on CPU 0, with 6 CPUs online).
 """
 
 from __future__ import annotations
@@ -40,10 +44,15 @@ def trigger_command(trigger: str, cpus: tuple[int, ...] = ()) -> str:
     if trigger == "sysrq-multi":
         if len(cpus) < 2:
             raise UsageError("sysrq-multi needs at least two CPUs")
-        # Each writer spins until a shared start time so they hit sysrq together.
-        parts = [f"taskset -c {c} sh -c 'while [ ! -e /run/go ]; do :; done; "
-                 f"echo c > /proc/sysrq-trigger' &" for c in cpus]
-        return " ".join(parts) + " sleep 0.2; touch /run/go; wait"
+        # Each writer says it is spinning, then spins until the go file appears, so they
+        # all hit sysrq within a loop iteration of each other.  Waiting for every writer
+        # to be ready (not a fixed head start: starting a shell takes ~0.1 s under TCG,
+        # more on a busy host) is what makes the panics simultaneous.
+        parts = [f"taskset -c {c} sh -c 'touch /run/ready.{c}; while [ ! -e /run/go ]; "
+                 f"do :; done; echo c > /proc/sysrq-trigger' &" for c in cpus]
+        ready = (f"n=0; while [ $(ls /run/ready.* 2>/dev/null | wc -l) -lt {len(cpus)} ] "
+                 "&& [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done;")
+        return " ".join(parts) + f" {ready} touch /run/go; wait"
     raise UsageError(f"no shell command for trigger {trigger!r}")
 
 
@@ -57,7 +66,7 @@ def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> str | None:
     if trigger not in TRIGGERS:
         raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
     if trigger == "nmi":
-        # unknown_nmi_panic=1 is on the command line: every vCPU takes this NMI at once.
+        # unknown_nmi_panic=1 is on the command line: the boot CPU panics in NMI context.
         guest.qmp.execute("inject-nmi")
         return None
     try:

@@ -148,7 +148,7 @@ class GuestKernelOptions:
             parts.append("nokaslr")
         if self.nmi_panic:
             # nmi_watchdog=0 keeps the perf NMI from claiming the injected one; with
-            # unknown_nmi_panic every CPU panics at once on QMP inject-nmi.
+            # unknown_nmi_panic the CPU that takes QMP's inject-nmi panics from NMI context.
             parts += ["nmi_watchdog=0", "unknown_nmi_panic=1"]
         if self.crash_debug:
             # crash hp: hp_action / updated elfcorehdr and kexec_file's "Loaded ELF headers

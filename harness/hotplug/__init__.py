@@ -32,6 +32,7 @@ from .plan import (
     parse_dimms,
     parse_timing,
     parse_virtio_mem,
+    plan_from_options,
     random_plan,
 )
 from .replay import ReplayResult, compare_actions, replay, replay_plan
@@ -76,6 +77,7 @@ __all__ = [
     "parse_dimms",
     "parse_timing",
     "parse_virtio_mem",
+    "plan_from_options",
     "random_plan",
     "replay",
     "replay_plan",

@@ -330,3 +330,25 @@ def random_plan(
     plan = SwarmPlan(tuple(events), f"random-{seed}", seed, timing)
     plan.validate(block_size)
     return plan
+
+
+def plan_from_options(*, dimms: str = "", add_cpus: int = 0, virtio_mem: str | None = None,
+                      unplug: int = 0, unplug_cpus: int = 0, leave_offline: bool = False,
+                      seed: int | None = None, timing: str = "burst",
+                      random: bool = False) -> SwarmPlan:
+    """The plan the command line's swarm options describe, spelled as they are there
+    (``dimms="16x256M"``, ``virtio_mem="1G:256M"``, ``timing="paced:0.1"``): the command
+    line and the pytest plugin's scenarios both build plans through this."""
+    sizes = parse_dimms(dimms) if dimms else ()
+    grow, shrink = parse_virtio_mem(virtio_mem) if virtio_mem else (None, None)
+    spacing = parse_timing(timing)
+    if random:
+        if seed is None:
+            raise UsageError("--random needs --seed")
+        return random_plan(seed, max_dimms=len(sizes), max_cpus=add_cpus,
+                           dimm_sizes=tuple(sorted(set(sizes))) or (256 * MiB,),
+                           virtio_mem_max=grow)
+    return build_plan(SwarmSpec(dimms=sizes, cpus=add_cpus, virtio_mem=grow,
+                                virtio_mem_shrink=shrink, unplug=unplug,
+                                unplug_cpus=unplug_cpus, online_cpus=not leave_offline,
+                                seed=seed, timing=spacing))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .artifacts import REPORTS, artifact_dir_for, evidence_of, finish
+from .header import kernel_lines, kvm_probe_line, qemu_line, seen
 from .options import add_options, configure, session_settings
 
 
@@ -35,7 +36,24 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     line = f"kdump-harness: accel={s.accel} artifacts={s.artifacts} keep={s.keep.value}"
     if s.profiles:
         line += f" profiles={','.join(s.profiles)}"
-    return [line]
+    from ..images.profiles import load_profiles
+
+    profiles = s.profiles or tuple(load_profiles().profiles)
+    return [line, f"kdump-harness: {qemu_line()}; {kvm_probe_line(s.cache_root)}",
+            "kdump-harness: kernels: " + "; ".join(kernel_lines(profiles))]
+
+
+
+
+
+#: Every test's JUnit properties, for the summary (on the controller too: xdist ships each
+#: worker's reports, user_properties included).
+_ALL_PROPERTIES: list[tuple[str, object]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.user_properties:
+        _ALL_PROPERTIES.extend(report.user_properties)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,6 +84,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    accels, kernels = seen(_ALL_PROPERTIES, "accel"), seen(_ALL_PROPERTIES, "kernel_release")
+    if accels or kernels:
+        terminalreporter.write_line(f"kdump-harness: guests ran under {', '.join(accels) or '?'}"
+                                    f"; kernels: {', '.join(kernels) or '?'}")
     s = session_settings(config)
     if s.artifacts.exists() and any(s.artifacts.iterdir()):
         terminalreporter.write_line(f"kdump-harness: evidence of kept tests under {s.artifacts}")

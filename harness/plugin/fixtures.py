@@ -13,8 +13,9 @@ from .. import settings as settings_mod
 from ..api import Guest, GuestConfig
 from .artifacts import artifact_dir_for
 from .options import for_item
+from .scenario import Scenario, image_for, own_kernel
 
-__all__ = ["artifact_dir", "guest_image", "kh_accel", "make_guest"]
+__all__ = ["artifact_dir", "guest_image", "kdump", "kh_accel", "make_guest"]
 
 
 @pytest.fixture
@@ -36,19 +37,43 @@ def guest_image() -> Callable[..., Any]:
 
     The builder takes a per-image file lock, so xdist workers asking at once build it once.
     """
-    from ..api import build_image
+    cache: dict[tuple[str, str, Path | None], Any] = {}
 
-    cache: dict[tuple[str, str], Any] = {}
-
-    def get(profile: str = "trixie", flavour: str = "cloud") -> Any:
-        key = (profile, flavour)
+    def get(profile: str = "trixie", flavour: str = "cloud", *,
+            kernel: Path | None = None) -> Any:
+        """The profile's Debian kernel; ``kernel=`` your own bzImage with the profile's
+        userspace (``kdump`` scenarios also take ``--kh-kernel``)."""
+        key = (profile, flavour, kernel)
         if key not in cache:
-            cache[key] = build_image(profile, flavour=flavour)
+            cache[key] = image_for(profile, flavour, kernel=kernel)
             if cache[key].lock_drift:
                 warnings.warn(cache[key].drift_summary(), stacklevel=2)
         return cache[key]
 
     return get
+
+
+@pytest.fixture
+def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
+          artifact_dir: Path) -> Iterator[Scenario]:
+    """The scenario API (``harness.plugin.scenario``): ``kdump.boot(profile)`` ->
+    ``.swarm(...)`` -> ``.panic(...)`` -> ``.verify()``, or ``kdump.run(...)`` for the whole
+    job.  Guests run with this test's settings (a ``kh`` marker first) and are torn down
+    after; results go into the JUnit XML."""
+    def image(profile: str, kernel: Path | None = None) -> Any:
+        return guest_image(profile, kernel=kernel or own_kernel()["kernel"])
+
+    process = settings_mod.current()
+    scale = for_item(request.node, "timeout_scale")
+    scenario = Scenario(request, image, artifact_dir,
+                        accel=str(for_item(request.node, "accel").value),
+                        mode=str(for_item(request.node, "mode").value))
+    try:
+        with settings_mod.configured(settings_mod.Settings({**process.values,
+                                                            "timeout_scale": scale})):
+            yield scenario
+    finally:
+        scenario.close()
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from ..images.profiles import load_profiles
 from ..settings import Keep, Setting
 
 #: Settings the plugin offers as --kh-<name> options and kh_<name> ini keys.
-OPTIONS = ("artifacts", "keep", "accel", "profiles", "timeout_scale", "cache", "mirror",
-           "lock")
+OPTIONS = ("artifacts", "keep", "accel", "profiles", "timeout_scale", "kernel", "modules",
+           "kernel_config", "mode", "cache", "mirror", "lock")
 #: Settings a test may override with ``@pytest.mark.kh(...)``.
-PER_TEST = ("accel", "timeout_scale")
+PER_TEST = ("accel", "timeout_scale", "mode")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -74,6 +74,10 @@ class PluginSettings:
     @property
     def accel(self) -> str:
         return str(self["accel"])
+
+    @property
+    def cache_root(self) -> Path:
+        return self.process_settings().cache_root
 
     @property
     def profiles(self) -> tuple[str, ...]:
