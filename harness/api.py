@@ -16,7 +16,14 @@ that needs it, so that ``--help`` and ``vmcore inspect`` start fast.
 
 from __future__ import annotations
 
-from .crash import CaptureResult, Outcome, check_trigger, panic_and_capture
+from .crash import (
+    CaptureResult,
+    LockEvidence,
+    LockHolder,
+    Outcome,
+    check_trigger,
+    panic_and_capture,
+)
 from .guest import Guest, GuestConfig, ImageLike
 from .hotplug import (
     QEMU_SURVIVES_CPU_UNPLUG,
@@ -43,13 +50,14 @@ from .hotplug import (
 from .images import GuestImage, build_image, image_path, list_images
 from .images.builder import format_drift
 from .job import JobResult, JobSpec, format_times, run_job, verify_capture
-from .live_audit import audit
+from .live_audit import LiveAudit, audit
 from .topology import Topology, format_cpu_list, snapshot
 from .vmcore import Dump, VerifyReport, describe_dump, open_dump, verify
 
 __all__ = [
     "QEMU_SURVIVES_CPU_UNPLUG", "CaptureResult", "Dump", "Guest", "GuestConfig", "GuestImage",
-    "ImageLike", "JobResult", "JobSpec", "Outcome", "ReplayResult", "SwarmOptions",
+    "ImageLike", "JobResult", "JobSpec", "LiveAudit", "LockEvidence", "LockHolder",
+    "Outcome", "ReplayResult", "SwarmOptions",
     "SwarmPlan", "SwarmResult", "SwarmSpec", "SwarmTranscript", "Topology", "VerifyReport",
     "audit", "boot_args_for", "build_image", "build_plan", "check_memory_budget",
     "check_trigger", "describe_dump", "format_cpu_list", "format_drift", "format_times",

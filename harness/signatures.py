@@ -12,6 +12,12 @@ from re import Pattern
 
 #: panic(): ``Kernel panic - not syncing: <reason>`` (the reason is group 1).
 PANIC = re.compile(r"Kernel panic - not syncing: ?([^\n]*)")
+#: A kernel's first line.
+KERNEL_BANNER = re.compile(r"Linux version \S+")
+#: The capture kernel's command line: kexec puts ``elfcorehdr=`` on it.  This, not the
+#: banner, says the capture kernel runs: a panic that does not kexec replays the first
+#: kernel's whole log (``panic_print=0x20``), its "Linux version" line included.
+CAPTURE_CMDLINE = re.compile(r"Kernel command line: (?:\S+ )*elfcorehdr=\S+")
 #: The end of a panic that did not kexec into a capture kernel.
 END_PANIC = re.compile(r"---\[ end Kernel panic")
 #: What a kernel log holds after a deliberate panic: panic() itself and the sysrq-c path.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from kernel_tree import debian_kernel_as_build_tree
 
 from harness.cli import main
 
@@ -146,40 +146,17 @@ def test_dimm_unplug_leaves_the_last_removed_range_in_the_header(request, artifa
     assert len(stale) == 1 and stale <= removed_ranges, (stale, removed_ranges)
 
 
+@pytest.mark.slow
 @pytest.mark.profile("trixie")
 def test_run_with_your_own_kernel_build_tree(request, guest_image, artifact_dir: Path,
                                              tmp_path: Path, capsys) -> None:
-    """The kernel developer's path: a bzImage in its build tree (whose .config the harness
-    finds by itself) plus the INSTALL_MOD_PATH of ``make modules_install``.  Debian's own
-    trixie kernel stands in for the developer's build."""
-    from harness.images import build_image
-    from harness.images.cache import Cache
-    from harness.images.debs import extract_deb
-
-    debian = guest_image("trixie")
-    release = debian.kernel_release
-    unpacked = tmp_path / "deb"
-    for name, sha256 in debian.debs.items():
-        if name.startswith("linux-"):
-            extract_deb(Cache().deb_path(sha256), unpacked,
-                        select=lambda path: f"/modules/{release}/" in path)
-    (modules,) = unpacked.glob(f"*/lib/modules/{release}")
-    install = tmp_path / "mods" / "lib" / "modules"
-    install.mkdir(parents=True)
-    modules.rename(install / release)
-    tree = tmp_path / "linux"
-    bzimage = tree / "arch" / "x86" / "boot" / "bzImage"
-    bzimage.parent.mkdir(parents=True)
-    shutil.copyfile(debian.kernel_path, bzimage)
-    shutil.copyfile(debian.directory / "config", tree / ".config")
-
-    status, verdict = run_cli(request, artifact_dir, "--kernel", str(bzimage),
-                              "--modules", str(tmp_path / "mods"), "--dimms", "2x256M",
+    """The kernel developer's path on the command line: a bzImage in its build tree (whose
+    .config the harness finds by itself) plus the INSTALL_MOD_PATH of ``make
+    modules_install`` (the same through the API: test_catalogue_plugin.py)."""
+    tree = debian_kernel_as_build_tree(guest_image("trixie"), tmp_path)
+    status, verdict = run_cli(request, artifact_dir, "--kernel", str(tree.bzimage),
+                              "--modules", str(tree.modules), "--dimms", "2x256M",
                               "--add-cpus", "1")
     out = capsys.readouterr().out
     assert status == 0 and verdict["result"] == "accurate", out
-    assert verdict["kernel_release"] == release
-    custom = build_image("trixie", kernel=bzimage, modules_dir=tmp_path / "mods")
-    assert custom.cached and custom.custom_kernel
-    assert custom.config_source == str(tree / ".config")
-    assert custom.module_groups["net"], "virtio_net and its dependencies come from the tree"
+    assert verdict["kernel_release"] == tree.release

@@ -5,15 +5,18 @@
     collect   the metadata, the dump, the raw elfcorehdr (at the address the capture
               kernel's own /proc/cmdline names), both kernels' consoles
     outcome   Outcome, CaptureResult, CaptureTimes
+    lock_evidence  who held the kexec lock at the panic, from the kernel's own log
 """
 
 from __future__ import annotations
 
 from .capture import panic_and_capture
 from .collect import RAW_HEADER_READ, extract_dump
+from .lock_evidence import LockEvidence, LockHolder, kexec_lock_at_panic
 from .outcome import CaptureResult, CaptureTimes, Outcome
 from .trigger import TRIGGERS, check_trigger, fire, start_reload_in_flight, trigger_command
 
-__all__ = ["RAW_HEADER_READ", "TRIGGERS", "CaptureResult", "CaptureTimes", "Outcome",
-           "check_trigger", "extract_dump", "fire", "panic_and_capture",
-           "start_reload_in_flight", "trigger_command"]
+__all__ = ["RAW_HEADER_READ", "TRIGGERS", "CaptureResult", "CaptureTimes", "LockEvidence",
+           "LockHolder", "Outcome", "check_trigger", "extract_dump", "fire",
+           "kexec_lock_at_panic", "panic_and_capture", "start_reload_in_flight",
+           "trigger_command"]

@@ -25,6 +25,7 @@ from .collect import (
     save_raw_header,
     split_console,
 )
+from .lock_evidence import LockEvidence, kexec_lock_at_panic
 from .outcome import CaptureResult, Outcome
 from .trigger import fire, start_reload_in_flight
 
@@ -158,14 +159,10 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
                       "capture kernel",
                "exited": "QEMU exited after the panic with no capture kernel output",
                None: f"no capture kernel output within {t.capture_boot:.0f} s of the panic"}[name]
-        if result.during_reload:
-            hint = (" (a kdump reload was in flight: the kexec lock was held, or the old "
-                    "image already unloaded)")
-        elif loaded != "1":
-            hint = " (nothing was loaded)"
-        else:
-            hint = " (a capture kernel was loaded: the kexec lock was probably held at the panic)"
-        result.reason = why + hint
+        # The replay (panic_print=0x20) of a panic that did not kexec holds the log.
+        lock = kexec_lock_at_panic(guest.console.text(after_panic), source="console replay")
+        result.lock_at_panic = lock
+        result.reason = why + _no_dump_cause(lock, result.during_reload, loaded)
         return
 
     name, m = _first(guest, {"capture": _CAPTURE_START}, after_panic,
@@ -216,6 +213,24 @@ def _await_dump(guest: Guest, result: CaptureResult, after_panic: int, capture_a
         return
     result.outcome = Outcome.CAPTURED
     result.reason = f"vmcore captured ({result.mode})"
+    if "vmcore_dmesg" in result.files:
+        result.lock_at_panic = kexec_lock_at_panic(
+            Path(result.files["vmcore_dmesg"]).read_text(errors="replace"),
+            source="vmcore-dmesg")
+
+
+def _no_dump_cause(lock: LockEvidence, during_reload: bool, loaded: str | None) -> str:
+    """Why no capture kernel started, from the kernel's own evidence: the lock holder its
+    log names, else what ``/sys/kernel/kexec_crash_loaded`` said."""
+    if lock.held:
+        return (" (" + ("a kdump reload was in flight: " if during_reload else "")
+                + lock.describe() + ")")
+    if during_reload:
+        return (" (a kdump reload was in flight: kexec_crash_loaded read 0 before the "
+                f"trigger, so no image was loaded; {lock.describe()})")
+    if loaded != "1":
+        return " (nothing was loaded: kexec_crash_loaded read 0 at boot)"
+    return f" (a capture kernel was loaded; {lock.describe()})"
 
 
 def _capture_failed(guest: Guest, result: CaptureResult, since: int, what: str) -> None:

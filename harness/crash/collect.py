@@ -10,12 +10,13 @@ from pathlib import Path
 
 from ..errors import DumpUnreadable, HarnessError, VmcoreFormatError
 from ..guest import Guest
-from ..signatures import PANIC
+from ..signatures import CAPTURE_CMDLINE, KERNEL_BANNER, PANIC
 from .outcome import CaptureResult
 
 log = logging.getLogger(__name__)
 
-CAPTURE_BANNER = re.compile(r"Linux version \S+")
+#: What shows that the capture kernel is booting (see signatures.CAPTURE_CMDLINE).
+CAPTURE_BANNER = CAPTURE_CMDLINE
 _CMDLINE_ELFCOREHDR = re.compile(r"(?:^|\s)(elfcorehdr=\S+)")
 
 
@@ -144,8 +145,10 @@ def split_console(guest: Guest, start: int, out: Path) -> None:
     text = guest.console.text()
     m = CAPTURE_BANNER.search(text, start)
     cut = m.start() if m else len(text)
-    # Back up to the start of the line the banner is on.
-    cut = text.rfind("\n", 0, cut) + 1 if m else cut
+    if m:
+        # From the capture kernel's banner, the last one before its command line.
+        banners = list(KERNEL_BANNER.finditer(text, start, cut))
+        cut = text.rfind("\n", 0, banners[-1].start() if banners else cut) + 1
     (out / "console-first-kernel.log").write_text(text[:cut])
     (out / "console-capture-kernel.log").write_text(
         text[cut:] if m else "(the capture kernel printed nothing)\n")

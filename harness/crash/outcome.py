@@ -17,6 +17,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .lock_evidence import LockEvidence
+
 
 class Outcome(enum.Enum):
     CAPTURED = "captured"
@@ -56,6 +58,9 @@ class CaptureResult:
     #: Set when the trigger's SSH channel broke as it was sent (see ``fire``).
     trigger_note: str | None = None
     during_reload: bool = False
+    #: The kernel log's account of the kexec lock at the panic (``lock_evidence``): from
+    #: the dump's dmesg, or from the console replay of a panic that did not kexec.
+    lock_at_panic: LockEvidence | None = None
 
     @property
     def captured(self) -> bool:

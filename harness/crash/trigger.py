@@ -83,9 +83,23 @@ def start_reload_in_flight(guest: Guest) -> None:
 
     The script unloads first (``kexec_crash_loaded`` drops to 0), then spends ~1.5 s in
     ``kexec_file_load`` holding the kexec lock: a panic now cannot start a capture kernel.
+    Where the kernel logs the load's start (``kexec_file: kernel:``, 6.8+ with ``kexec
+    -d``: the boot's load printed it), the trigger waits for that line, so that the panic
+    meets the lock held rather than the short gap after the unload with nothing loaded.
     """
+    before = _load_starts(guest)
     guest.ssh.start(f"{guest.kdump_reload_command()} > /run/harness/reload-at-panic.log 2>&1",
                     timeout=guest.timeouts.command)
     wait_until(lambda: guest.run("cat /sys/kernel/kexec_crash_loaded").stdout.strip() == "0",
                timeout=guest.timeouts.kdump_load, interval=0.02,
                what="the kdump reload unloading the old image")
+    if before:
+        wait_until(lambda: _load_starts(guest) > before, timeout=guest.timeouts.kdump_load,
+                   interval=0.02, what="the reload's kexec_file_load to start "
+                                       "('kexec_file: kernel:' in dmesg)")
+
+
+def _load_starts(guest: Guest) -> int:
+    """How many ``kexec_file_load`` calls the kernel has logged the start of."""
+    out = guest.run("dmesg | grep -c 'kexec_file: kernel: ' || true").stdout.strip()
+    return int(out) if out.isdigit() else 0

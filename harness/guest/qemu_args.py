@@ -155,6 +155,11 @@ class GuestKernelOptions:
             # at" are pr_debug/kexec_dprintk lines: dynamic debug makes them visible.
             parts.append('dyndbg="file crash_core.c +p; file crash.c +p; file kexec_file.c +p;'
                          ' file crash_reserve.c +p"')
+            # A panic that does not kexec prints every other CPU's backtrace (0x40) and
+            # then replays the whole log buffer on the console, debug lines too (0x20):
+            # who held the kexec lock survives the guest (crash/lock_evidence.py).
+            # Deprecated in favour of panic_sys_info= on 6.17+, still read on 7.x.
+            parts.append("panic_print=0x60")
         parts += list(self.extra)
         for key, value in self.harness:
             if any(c.isspace() for c in value):

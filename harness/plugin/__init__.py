@@ -18,6 +18,21 @@ from .artifacts import REPORTS, artifact_dir_for, evidence_of, finish
 from .header import kernel_lines, kvm_probe_line, qemu_line, seen
 from .options import add_options, configure, session_settings
 
+#: The plugin's markers, registered in every project that uses it.
+MARKERS = (
+    "guest: boots real QEMU guests (slow under TCG)",
+    "profile(name): the guest profile the test needs (--kh-profiles deselects others)",
+    "kernel(spec): skip unless the image's kernel release matches, e.g. kernel('>=6.6')",
+    "kh(accel=..., timeout_scale=..., mode=...): this test's own settings (beat the "
+    "command line, environment, ini)",
+    "slow: a long scenario: not in the default run; run with -m slow or the nightly matrix",
+    "seed000: kexec_trylock() failing under hot-plug (the kexec lock as a mutex, 2023)",
+    "seed001: the kernel rewriting the elfcorehdr on CPU and memory hot-plug (2022)",
+    "seed002: kmsg_dump and crash_kexec_post_notifiers in the kdump path (2011)",
+    "seed003: CMA-backed kexec_file segments across kdump reloads (2025)",
+    "seed004: several CPUs panicking at once (2011)",
+)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
@@ -25,10 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     configure(config)
-    config.addinivalue_line("markers", "guest: boots real QEMU guests (slow under TCG)")
-    config.addinivalue_line("markers", "profile(name): the guest profile the test needs")
-    config.addinivalue_line("markers", "kh(accel=..., timeout_scale=...): this test's own "
-                                       "settings (beat the command line, environment, ini)")
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -41,9 +54,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     profiles = s.profiles or tuple(load_profiles().profiles)
     return [line, f"kdump-harness: {qemu_line()}; {kvm_probe_line(s.cache_root)}",
             "kdump-harness: kernels: " + "; ".join(kernel_lines(profiles))]
-
-
-
 
 
 #: Every test's JUnit properties, for the summary (on the controller too: xdist ships each
@@ -86,8 +96,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     accels, kernels = seen(_ALL_PROPERTIES, "accel"), seen(_ALL_PROPERTIES, "kernel_release")
     if accels or kernels:
-        terminalreporter.write_line(f"kdump-harness: guests ran under {', '.join(accels) or '?'}"
-                                    f"; kernels: {', '.join(kernels) or '?'}")
+        ran = f"guests ran under {', '.join(accels)}; " if accels else "no guest booted; "
+        terminalreporter.write_line(f"kdump-harness: {ran}kernels: {', '.join(kernels) or '-'}")
     s = session_settings(config)
     if s.artifacts.exists() and any(s.artifacts.iterdir()):
         terminalreporter.write_line(f"kdump-harness: evidence of kept tests under {s.artifacts}")

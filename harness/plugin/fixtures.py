@@ -13,7 +13,7 @@ from .. import settings as settings_mod
 from ..api import Guest, GuestConfig
 from .artifacts import artifact_dir_for
 from .options import for_item
-from .scenario import Scenario, image_for, own_kernel
+from .scenario import OwnKernel, Scenario, image_for
 
 __all__ = ["artifact_dir", "guest_image", "kdump", "kh_accel", "make_guest"]
 
@@ -37,10 +37,10 @@ def guest_image() -> Callable[..., Any]:
 
     The builder takes a per-image file lock, so xdist workers asking at once build it once.
     """
-    cache: dict[tuple[str, str, Path | None], Any] = {}
+    cache: dict[tuple[str, str, OwnKernel | Path | None], Any] = {}
 
     def get(profile: str = "trixie", flavour: str = "cloud", *,
-            kernel: Path | None = None) -> Any:
+            kernel: OwnKernel | Path | None = None) -> Any:
         """The profile's Debian kernel; ``kernel=`` your own bzImage with the profile's
         userspace (``kdump`` scenarios also take ``--kh-kernel``)."""
         key = (profile, flavour, kernel)
@@ -60,8 +60,8 @@ def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     ``.swarm(...)`` -> ``.panic(...)`` -> ``.verify()``, or ``kdump.run(...)`` for the whole
     job.  Guests run with this test's settings (a ``kh`` marker first) and are torn down
     after; results go into the JUnit XML."""
-    def image(profile: str, kernel: Path | None = None) -> Any:
-        return guest_image(profile, kernel=kernel or own_kernel()["kernel"])
+    def image(profile: str, kernel: OwnKernel | Path | None = None) -> Any:
+        return guest_image(profile, kernel=kernel)
 
     process = settings_mod.current()
     scale = for_item(request.node, "timeout_scale")

@@ -34,10 +34,12 @@ from ..api import (
     GuestConfig,
     JobResult,
     JobSpec,
+    LiveAudit,
     SwarmOptions,
     SwarmResult,
     Topology,
     VerifyReport,
+    audit,
     boot_args_for,
     build_image,
     panic_and_capture,
@@ -69,6 +71,15 @@ def kernel_matches(spec: str, release: str) -> bool:
         raise UsageError(f"kernel({spec!r}): expected e.g. '>=6.6' (release {release!r})")
     op = _COMPARE[m.group(1) or "=="]
     return op((int(have.group(1)), int(have.group(2))), (int(m.group(2)), int(m.group(3))))
+
+
+def record_lock(record: Callable[[str, object], None], capture: CaptureResult) -> None:
+    """The kexec lock holder the kernel's log names at the panic (JUnit properties)."""
+    lock = capture.lock_at_panic
+    if lock is not None:
+        record("lock_holder", lock.holder.value)
+        if lock.caught_holder is not None:
+            record("lock_caught", lock.caught_in)
 
 
 @dataclass
@@ -127,6 +138,11 @@ class ScenarioGuest:
         """QMP's and the guest's topology now."""
         return snapshot(self.guest)
 
+    def audit(self) -> LiveAudit:
+        """The live elfcorehdr, read from guest memory and verified against the guest's
+        topology now: what a panic at this moment would capture, without the panic."""
+        return audit(self.guest)
+
     def symbol_range(self, name: str) -> tuple[int, int]:
         """Where kernel function ``name`` lies: its address and the next symbol's, from the
         guest's /proc/kallsyms (read as root; the guests boot with nokaslr, so the dump's
@@ -149,6 +165,7 @@ class ScenarioGuest:
         result = panic_and_capture(self.guest, trigger=trigger, cpus=cpus, out=self.out,
                                    during_reload=during_reload)
         self.record("capture", result.outcome.value)
+        record_lock(self.record, result)
         for name, value in vars(result.times).items():
             if value is not None:
                 self.record(f"time.{name}", round(value, 3))
@@ -174,7 +191,7 @@ class Scenario:
         """One JUnit XML property of this test (CI dashboards plot them)."""
         self.request.node.user_properties.append((name, value))
 
-    def _image(self, profile: str, kernel: Path | None) -> Any:
+    def _image(self, profile: str, kernel: OwnKernel | Path | None) -> Any:
         image = self.image(profile, kernel=kernel)
         marker = self.request.node.get_closest_marker("kernel")
         if marker is not None and not kernel_matches(marker.args[0], image.kernel_release):
@@ -199,7 +216,7 @@ class Scenario:
                                    *virtio_mem_qemu_args("vmem0", region))
         return GuestConfig(**config)
 
-    def boot(self, profile: str = "trixie", *, kernel: Path | None = None,
+    def boot(self, profile: str = "trixie", *, kernel: OwnKernel | Path | None = None,
              contention: tuple[str, ...] = (), virtio_mem: str | None = None,
              **config: Any) -> ScenarioGuest:
         """A kdump-ready guest (``config``: GuestConfig fields) from ``profile``; name the
@@ -209,12 +226,16 @@ class Scenario:
         out = self.out if not self.guests else self.out / f"guest{len(self.guests)}"
         guest = Guest(image, guest_config, out)
         self.guests.append(guest)
-        guest.launch()
+        try:
+            guest.launch()
+        except BaseException:
+            guest.shutdown()    # a guest that did not boot is stopped at once
+            raise
         self.record_property("accel", guest.accel.name)
         self.record_property("time.boot_to_kdump_ready", guest.times.kdump_ready)
         return ScenarioGuest(guest, out, self.record_property)
 
-    def run(self, profile: str = "trixie", *, kernel: Path | None = None,
+    def run(self, profile: str = "trixie", *, kernel: OwnKernel | Path | None = None,
             dimms: str = "8x256M", add_cpus: int = 2, virtio_mem: str | None = None,
             unplug: int = 0, unplug_cpus: int = 0, seed: int | None = None,
             timing: str = "burst", update: str = "auto", contention: tuple[str, ...] = (),
@@ -248,26 +269,45 @@ class Scenario:
                 self.record_property(f"time.{phase}", round(seconds, 3))
         if job.swarm is not None and job.swarm.klog is not None:
             self.record_property("trylock_failures", job.swarm.klog.trylock_failures)
+        if job.capture is not None:
+            record_lock(self.record_property, job.capture)
 
     def close(self) -> None:
         for guest in self.guests:
             guest.shutdown()
 
 
-def own_kernel() -> dict[str, Path | None]:
-    """``--kh-kernel``/``--kh-modules``/``--kh-kernel-config`` as build_image arguments."""
+@dataclass(frozen=True)
+class OwnKernel:
+    """Your own kernel: a bzImage, the ``INSTALL_MOD_PATH`` of its ``make
+    modules_install`` and its ``.config`` (found beside a build tree's bzImage when not
+    given).  Booted with the profile's userspace."""
+
+    bzimage: Path
+    modules: Path | None = None
+    config: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("bzimage", "modules", "config"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).exists():
+                raise UsageError(f"OwnKernel({name}={str(path)!r}): no such file or directory")
+
+
+def own_kernel() -> OwnKernel | None:
+    """``--kh-kernel``/``--kh-modules``/``--kh-kernel-config`` (``None`` when not given)."""
     current = settings_mod.current()
-    return {"kernel": current["kernel"], "modules_dir": current["modules"],
-            "config": current["kernel_config"]}
+    if current["kernel"] is None:
+        return None
+    return OwnKernel(current["kernel"], current["modules"], current["kernel_config"])
 
 
-def image_for(profile: str, flavour: str = "cloud", *, kernel: Path | None = None) -> Any:
+def image_for(profile: str, flavour: str = "cloud", *,
+              kernel: OwnKernel | Path | None = None) -> Any:
     """The image for ``profile``: your own kernel (an argument, else ``--kh-kernel``) with
     the profile's userspace, or the profile's Debian kernel."""
-    mine = own_kernel()
-    if kernel is not None:
-        mine = {"kernel": kernel, "modules_dir": None, "config": None}
-    if mine["kernel"] is None:
+    mine = OwnKernel(kernel) if isinstance(kernel, Path) else kernel or own_kernel()
+    if mine is None:
         return build_image(profile, flavour=flavour)
-    return build_image(profile, flavour=flavour, kernel=mine["kernel"],
-                       modules_dir=mine["modules_dir"], config=mine["config"])
+    return build_image(profile, flavour=flavour, kernel=mine.bzimage,
+                       modules_dir=mine.modules, config=mine.config)
