@@ -67,7 +67,8 @@ def test_vcpu_burst_to_maxcpus_then_nmi_saves_every_cpus_note(kdump: Scenario) -
 # 3. A mixed swarm: adds paced and in waves are accurate; removes hit the known limitation.
 @pytest.mark.seed001
 @pytest.mark.profile("trixie")
-@pytest.mark.parametrize("timing", ["paced:0.05", "waves:3:0.2"])
+@pytest.mark.parametrize("timing", [pytest.param("paced:0.05", marks=pytest.mark.slow),
+                                    "waves:3:0.2"])
 def test_mixed_adds_paced_and_in_waves_are_accurate(kdump: Scenario, timing: str) -> None:
     job = kdump.run(dimms="4x256M,2x512M", add_cpus=3, virtio_mem="1G", timing=timing,
                     seed=7)
@@ -100,9 +101,10 @@ def test_virtio_mem_grow_and_shrink_is_accurate(kdump: Scenario) -> None:
 # 5. Both load syscalls through a dump, on 6.12 and 7.x.
 @pytest.mark.seed001
 @pytest.mark.kernel(">=6.6")
-@pytest.mark.parametrize("profile", [pytest.param(p, marks=pytest.mark.profile(p))
-                                     for p in ("trixie", "sid")])
-@pytest.mark.parametrize("kexec", ["classic", "file"])
+@pytest.mark.parametrize(("profile", "kexec"), [
+    pytest.param(p, k, marks=[pytest.mark.profile(p)] + ([] if default else [pytest.mark.slow]))
+    for p, k, default in (("trixie", "classic", True), ("sid", "file", True),
+                          ("trixie", "file", False), ("sid", "classic", False))])
 def test_both_load_syscalls_keep_the_header_current(kdump: Scenario, profile: str,
                                                     kexec: str) -> None:
     job = kdump.run(profile, dimms="4x256M", add_cpus=1, kexec=kexec, update="kernel")

@@ -75,6 +75,7 @@ def test_qemu_killed_mid_capture_is_a_harness_error_naming_the_signal(
     assert (capture.out / "vmcore.missing").read_text().startswith("harness_error")
 
 
+@pytest.mark.slow   # a 30 s panic deadline under TCG
 @pytest.mark.profile("trixie")
 def test_an_nmi_the_kernel_does_not_panic_on_is_no_panic(kdump: Scenario) -> None:
     """With unknown_nmi_panic off, QMP's NMI is only reported ("Uhhuh. NMI received for

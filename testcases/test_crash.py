@@ -19,7 +19,7 @@ def captured(result) -> Path:  # type: ignore[no-untyped-def]
 
 @pytest.mark.profile("trixie")
 @pytest.mark.parametrize("trigger", ["sysrq", "nmi"])
-@pytest.mark.parametrize("mode", ["headers", "elf"])
+@pytest.mark.parametrize("mode", ["headers", pytest.param("elf", marks=pytest.mark.slow)])
 def test_trixie_trigger_gives_vmcore(make_guest, artifact_dir: Path, trigger: str,
                                      mode: str) -> None:
     guest = make_guest("trixie", cpus=2, capture_mode=mode)
@@ -41,6 +41,7 @@ def test_trixie_trigger_gives_vmcore(make_guest, artifact_dir: Path, trigger: st
         assert "sysrq triggered crash" in (result.panic_message or "")
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue.py)
 @pytest.mark.profile("trixie")
 def test_all_cpu_nmi_gives_one_note_per_online_cpu(make_guest, artifact_dir: Path) -> None:
     guest = make_guest("trixie", cpus=4)
@@ -50,6 +51,7 @@ def test_all_cpu_nmi_gives_one_note_per_online_cpu(make_guest, artifact_dir: Pat
     assert len(notes) == len(dump.cpu_notes) == 4
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue.py)
 @pytest.mark.profile("trixie")
 def test_sysrq_on_chosen_cpu_and_simultaneous_sysrq(make_guest, artifact_dir: Path) -> None:
     guest = make_guest("trixie", cpus=3)
@@ -81,6 +83,7 @@ def test_crashkernel_64m_is_capture_failed_with_oom_evidence(make_guest,
     assert (artifact_dir / "console-capture-kernel.log").read_text().strip()
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue.py)
 @pytest.mark.parametrize("profile", [pytest.param(p, marks=pytest.mark.profile(p))
                                      for p in ("bookworm", "sid")])
 def test_sysrq_gives_vmcore_on_other_profiles(make_guest, artifact_dir: Path, profile: str) -> None:
@@ -102,7 +105,8 @@ def test_panic_while_a_kdump_reload_is_in_flight_gives_no_dump(make_guest,
 
 
 @pytest.mark.profile("trixie")
-@pytest.mark.parametrize("mode,fmt", [("compressed", "kdump"), ("full", "elf")])
+@pytest.mark.parametrize("mode,fmt", [("compressed", "kdump"),
+                                      pytest.param("full", "elf", marks=pytest.mark.slow)])
 def test_compressed_and_full_capture_modes(make_guest, artifact_dir: Path, mode: str,
                                            fmt: str) -> None:
     guest = make_guest("trixie", capture_mode=mode)

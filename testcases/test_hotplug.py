@@ -86,6 +86,7 @@ def test_swarm_settles_matches_qmp_and_replays(make_guest: MakeGuest,
     assert compare_actions(original.actions(), second.actions()) == []
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("trixie")
 def test_reload_contention_makes_the_trylock_fail(make_guest: MakeGuest) -> None:
     # A reload pinned to the ACPI-IRQ CPU; the 16-DIMM burst starts once the guest says
@@ -110,6 +111,7 @@ def test_reload_contention_makes_the_trylock_fail(make_guest: MakeGuest) -> None
     assert grep_count(guest, "crash hp: hp_action") - before_hp == result.klog.hp_action_total
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("bookworm")
 def test_bookworm_burst_settles_with_reload_updates(make_guest: MakeGuest) -> None:
     # 6.1 does not online hot-added memory by itself, and has no crash hot-plug: the

@@ -41,6 +41,7 @@ def test_run_trixie_8_dimms_2_vcpus_is_accurate(request, artifact_dir: Path, cap
     evidence_complete(artifact_dir)
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("bookworm")
 def test_run_bookworm_without_updates_is_a_stale_negative_control(request, artifact_dir: Path,
                                                                   capsys) -> None:
@@ -56,6 +57,7 @@ def test_run_bookworm_without_updates_is_a_stale_negative_control(request, artif
     assert "dimm-missing" in out
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("bookworm")
 def test_run_bookworm_with_reload_updates_is_accurate(request, artifact_dir: Path, capsys) -> None:
     status, verdict = run_cli(request, artifact_dir, "--profile", "bookworm",
@@ -74,6 +76,7 @@ def test_run_expecting_the_wrong_result_fails(request, artifact_dir: Path, capsy
     assert (artifact_dir / "console-first-kernel.log").exists()
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("trixie")
 def test_run_panics_after_k_of_n_swarm_events(request, artifact_dir: Path, capsys) -> None:
     status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--dimms", "8x256M",
@@ -99,6 +102,7 @@ def test_run_panics_after_k_of_n_swarm_events(request, artifact_dir: Path, capsy
         assert (artifact_dir / name).exists(), name
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("trixie")
 def test_run_reproduces_the_trylock_failure_as_a_stale_dump(request, artifact_dir: Path,
                                                            capsys) -> None:
@@ -127,6 +131,7 @@ def test_run_reproduces_the_trylock_failure_as_a_stale_dump(request, artifact_di
         assert klog["updated_elfcorehdr"] > 0 and status == 1
 
 
+@pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("trixie")
 def test_dimm_unplug_leaves_the_last_removed_range_in_the_header(request, artifact_dir: Path,
                                                                 capsys) -> None:
