@@ -86,6 +86,13 @@ def test_kernel_options_render() -> None:
     assert "memhp_default_state=online_movable" in words
     assert "unknown_nmi_panic=1" in words and "nmi_watchdog=0" in words
     assert 'dyndbg="file' in text
+    # A panic that does not kexec names the kexec lock holder (crash/lock_evidence.py).
+    assert "panic_print=0x60" in words
+
+
+def test_post_notifiers_keep_the_backtraces_out_of_the_kdump_path() -> None:
+    words = GuestKernelOptions(extra=("crash_kexec_post_notifiers",)).render().split()
+    assert "panic_print=0x20" in words and "panic_print=0x60" not in words
 
 
 def test_kernel_options_reject_spaces_and_overlong() -> None:

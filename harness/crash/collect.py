@@ -1,5 +1,6 @@
 """What a capture leaves on the host: its metadata, the dump, the raw elfcorehdr and
-both kernels' consoles, each in its file of the run directory."""
+both kernels' consoles, each in its file of the run directory (with ramoops configured,
+also the first kernel's ramoops region: ``save_pstore_region``)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,34 @@ def collect_metadata(guest: Guest, out: Path, result: CaptureResult) -> bool:
     for name in ("vmcore-dmesg.txt", "capture-cmdline.txt", "capture-dmesg.txt"):
         if (capture_dir / name).exists():
             result.files[name.removesuffix(".txt").replace("-", "_")] = str(capture_dir / name)
+    if (capture_dir / "pstore").is_dir():
+        result.files["capture_pstore"] = str(capture_dir / "pstore")
+    save_pstore_region(guest, out, result)
     return True
+
+
+#: The ramoops region kdump-load hands the capture kernel (``ramoops.mem_address=``...).
+_CMDLINE_RAMOOPS = re.compile(r"(?:^|\s)ramoops\.(mem_address|mem_size)=(\S+)")
+
+
+def save_pstore_region(guest: Guest, out: Path, result: CaptureResult) -> None:
+    """Read the first kernel's ramoops region from guest memory while the capture kernel
+    runs (``pstore-ramoops.raw``; ``harness.crash.pstore`` decodes it), at the address the
+    capture kernel's own /proc/cmdline names.  Evidence for the pstore scenario only: no
+    verdict reads it, so what cannot be read is said in ``pstore-ramoops.missing``."""
+    cmdline = result.files.get("capture_cmdline")
+    found = dict(_CMDLINE_RAMOOPS.findall(Path(cmdline).read_text(errors="replace"))
+                 if cmdline else [])
+    if not {"mem_address", "mem_size"} <= found.keys():
+        return
+    path = out / "pstore-ramoops.raw"
+    try:
+        addr, size = int(found["mem_address"], 0), int(found["mem_size"], 0)
+        guest.qmp.execute("pmemsave", {"val": addr, "size": size, "filename": str(path)})
+        result.files["pstore_region"] = str(path)
+    except (ValueError, HarnessError) as exc:
+        (out / "pstore-ramoops.missing").write_text(
+            f"the ramoops region {found} was not read: {exc}\n")
 
 
 def collect_dump(guest: Guest, out: Path, result: CaptureResult) -> None:

@@ -12,6 +12,8 @@ In the order a guest comes up::
     machine      Guest: launch, boot, readiness, health, teardown (a context manager)
     health       what the console says about a running guest (panic, OOM, refused memory)
     kdump_sizing why a kdump load failed, and what the reservation would need
+    cma          what a kexec load takes from CMA and gives back (6.17+; seed003)
+    kexec_tool   a kexec_file_load(2) tool with any flags (KEXEC_FILE_NO_CMA), built on the host
 """
 
 from __future__ import annotations

@@ -158,8 +158,12 @@ class GuestKernelOptions:
             # A panic that does not kexec prints every other CPU's backtrace (0x40) and
             # then replays the whole log buffer on the console, debug lines too (0x20):
             # who held the kexec lock survives the guest (crash/lock_evidence.py).
-            # Deprecated in favour of panic_sys_info= on 6.17+, still read on 7.x.
-            parts.append("panic_print=0x60")
+            # Deprecated in favour of panic_sys_info= on 6.17+, still read on 7.x.  With
+            # crash_kexec_post_notifiers the backtraces come *before* kdump, and 7.2 takes
+            # them a second time after stopping the CPUs, waiting 10 s for CPUs that cannot
+            # answer ("these CPUS still haven't responded"): only the replay then.
+            post = any(a.startswith("crash_kexec_post_notifiers") for a in self.extra)
+            parts.append("panic_print=0x20" if post else "panic_print=0x60")
         parts += list(self.extra)
         for key, value in self.harness:
             if any(c.isspace() for c in value):

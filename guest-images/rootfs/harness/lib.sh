@@ -19,7 +19,18 @@ param() {
     echo "$2"
 }
 
-# load_modules GROUP...: insmod every module listed (dependencies first) in each group.
+# module_args NAME: the NAME.PARAM=VALUE words of the kernel command line as insmod
+# arguments (PARAM=VALUE), as modprobe passes them to a module that is not built in.
+module_args() {
+    for word in $(cat /proc/cmdline); do
+        case "$word" in
+            "$1".*=*) echo "${word#"$1".}" ;;
+        esac
+    done
+}
+
+# load_modules GROUP...: insmod every module listed (dependencies first) in each group,
+# with its options from the kernel command line (module_args).
 # A group file that does not exist means everything in it is built in.
 load_modules() {
     for group in "$@"; do
@@ -28,9 +39,16 @@ load_modules() {
             [ -n "$ko" ] || continue
             name=$(basename "$ko" .ko | tr - _)
             grep -q "^$name " /proc/modules && continue
-            insmod "$ko" 2>>/run/harness/modules.log || echo "insmod $ko failed" >> /run/harness/modules.log
+            # shellcheck disable=SC2046  # one insmod argument per PARAM=VALUE word
+            insmod "$ko" $(module_args "$name") 2>>/run/harness/modules.log ||
+                echo "insmod $ko failed" >> /run/harness/modules.log
         done < "/etc/harness/modules/$group"
     done
+}
+
+# pstore_wanted: does the kernel command line configure ramoops (pstore's RAM backend)?
+pstore_wanted() {
+    [ -n "$(module_args ramoops)" ]
 }
 
 # kernel_at_least MAJOR MINOR: is the running kernel at least that version?
