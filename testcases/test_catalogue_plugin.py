@@ -70,6 +70,7 @@ def test_the_readme_example_passes_and_leaves_its_junit_properties(
     (case,) = ET.parse(junit).getroot().iter("testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["accel"] in ("tcg", "kvm") and props["capture"] == "captured"
+    assert props["result"] == props["expected"] == "accurate"
     assert props["kernel_release"].startswith("6.12.")
     assert Path(props["evidence"]).is_relative_to(tmp_path / "artifacts")
     assert float(props["time.boot_to_kdump_ready"]) > 0 and float(props["time.total"]) > 0

@@ -91,18 +91,28 @@ class Capture:
     observed: Topology
     out: Path
     panic_cpu: int | None = None
+    record: Callable[[str, object], None] = lambda name, value: None
 
     @property
     def captured(self) -> bool:
         return self.result.captured
 
-    def verify(self) -> VerifyReport:
-        """The verifier's report (``report.txt`` in the evidence directory)."""
+    def verify(self, expect: str | None = None) -> VerifyReport:
+        """The verifier's report (``report.txt`` in the evidence directory); with
+        ``expect`` ("accurate", "stale", ...) a different verdict fails the test with the
+        whole report.  The verdict (and ``expect``) go into the JUnit XML."""
         if not self.captured:
             raise AssertionError(f"nothing to verify: {self.result.outcome.value}: "
                                  f"{self.result.reason}")
-        return verify_capture(self.result, self.expected, self.observed,
-                              panic_cpu=self.panic_cpu, out=self.out)
+        report = verify_capture(self.result, self.expected, self.observed,
+                                panic_cpu=self.panic_cpu, out=self.out)
+        self.record("result", report.verdict.value)
+        if expect is not None:
+            self.record("expected", parse_result(expect, option="expect").value)
+            if report.verdict.value != expect:
+                raise AssertionError(f"the vmcore is {report.verdict.value}, expected "
+                                     f"{expect}\n{report.to_text()}")
+        return report
 
 
 @dataclass
@@ -169,8 +179,10 @@ class ScenarioGuest:
         for name, value in vars(result.times).items():
             if value is not None:
                 self.record(f"time.{name}", round(value, 3))
+        if not result.captured:
+            self.record("result", result.outcome.value)
         panic_cpu = cpus[0] if trigger == "sysrq" and cpus else None
-        return Capture(result, expected, observed, self.out, panic_cpu)
+        return Capture(result, expected, observed, self.out, panic_cpu, self.record)
 
 
 class Scenario:
