@@ -7,6 +7,9 @@ backend, ramoops, records the panic log in a region ``reserve_mem=`` keeps in gu
 and kdump still captures.  Without it kdump runs first and never returns: no notifier, no
 kmsg_dump, nothing in pstore.
 
+Written with the scenario API (the ``kdump`` fixture): ``kdump.boot`` -> ``.swarm`` ->
+``.panic`` -> ``Capture.verify``, and ``kdump.run`` for the job without the option.
+
 The first kernel loads ramoops (a module in Debian) with ``ramoops.mem_name=`` naming the
 ``reserve_mem`` region; kdump-load hands the region's address and layout to the capture
 kernel, which reads it back through its own pstore (``capture/pstore/``), and the host
@@ -22,12 +25,21 @@ decoded by ``harness.crash.pstore``).  The order is proven, not just the presenc
 * the record's wall-clock time, mapped to the host clock through an offset measured just
   before the panic, precedes the capture kernel's command line on the console.
 
+The panic path is the harness's own: with ``crash_kexec_post_notifiers`` among the kernel
+arguments it asks for ``panic_print=0x20`` (the log replay of a panic that does not kexec:
+kdump pre-empts it) instead of ``0x60`` (harness/guest/qemu_args.py).  The all-CPU
+backtrace (0x40) would run before kdump here, and 7.2 takes it a second time after
+``crash_smp_send_stop()`` parked the other CPUs, waiting 10 s for CPUs that can no longer
+answer ("After 10 seconds, these CPUS still haven't responded to the NMI", 18 s under
+TCG).  A distribution's panic path has no such wait: neither the console nor the dump's
+log may show it.
+
 VMCOREINFO's CRASHTIME cannot order anything here: ``crash_save_vmcoreinfo()`` stamps it
 with ``ktime_get_real_seconds()``, the timekeeper's coarse seconds, which stop at the last
 tick before panic() disabled interrupts, whereas pstore stamps its record with
-``ktime_get_real_fast_ns()`` (the clocksource): on 7.2 with an all-CPU backtrace in
-``panic_print`` (the second one, after ``crash_smp_send_stop()``, waits 10 s for CPUs
-that can no longer answer) the record was 12-18 s *after* CRASHTIME.
+``ktime_get_real_fast_ns()`` (the clocksource): with that 10 s wait on 7.2 the record was
+12-18 s *after* CRASHTIME (without it, in the same second).  ``order.txt`` records
+both.
 
 pstore compresses the record (raw deflate, "C") unless ``pstore.compress=none`` ("D"):
 both are checked.
@@ -40,22 +52,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.api import (
-    GuestConfig,
-    JobSpec,
-    SwarmSpec,
-    build_plan,
-    panic_and_capture,
-    run_job,
-    run_swarm,
-    snapshot,
-)
 from harness.crash import CaptureResult, Outcome
 from harness.crash.pstore import (
     DmesgRecord,
@@ -67,23 +67,20 @@ from harness.crash.pstore import (
     parse_region,
 )
 from harness.guest import Guest
-from harness.model import Accel
+from harness.plugin.scenario import Capture, Scenario, ScenarioGuest
 from harness.results import Result
-from harness.vmcore import Dump, open_dump, parse_elfcorehdr, verify
+from harness.vmcore import Dump, open_dump
 
 pytestmark = [pytest.mark.guest, pytest.mark.seed002]
 
 MiB = 1 << 20
 #: 1 MiB of guest RAM, kept from the kernel by reserve_mem (6.11+), sixteen 64 KiB dmesg
 #: zones; Debian builds no pstore console, ftrace or pmsg frontend, so no zones for them.
-#: panic_print=0: the harness's default asks for all-CPU backtraces at the panic; on 7.2
-#: with crash_kexec_post_notifiers the second of them comes after crash_smp_send_stop()
-#: parked the other CPUs and waits 10 s for them (18 s under TCG) before kmsg_dump and
-#: kdump.  A distribution's panic path has no such wait.
 PSTORE_ARGS = ("reserve_mem=1M:4096:pstore", "ramoops.mem_name=pstore",
                "ramoops.record_size=0x10000", "ramoops.console_size=0",
-               "ramoops.ftrace_size=0", "ramoops.pmsg_size=0", "panic_print=0")
+               "ramoops.ftrace_size=0", "ramoops.pmsg_size=0")
 POST_NOTIFIERS = "crash_kexec_post_notifiers"
+DIMMS = "2x256M"
 PANIC_LINE = "Kernel panic - not syncing: sysrq triggered crash"
 #: Printed by an x86 panic notifier (dump_kernel_offset): it runs before kdump only with
 #: crash_kexec_post_notifiers.
@@ -91,16 +88,20 @@ NOTIFIER_LINE = re.compile(r"Kernel Offset: ")
 #: The capture kernel's first sure sign on the console: kexec put elfcorehdr= on its
 #: command line (a "Linux version" line can be the first kernel's log replayed).
 CAPTURE_KERNEL = re.compile(r"Kernel command line: (?:\S+ )*elfcorehdr=\S+")
-DIMMS = SwarmSpec(dimms=(256 * MiB,) * 2)
-PROFILES = [pytest.param(p, marks=pytest.mark.profile(p)) for p in ("trixie", "sid")]
+#: lib/nmi_backtrace.c, when an all-CPU backtrace waits out CPUs that cannot answer.
+STALL = "these CPUS still haven't responded"
+#: The default run: post notifiers on trixie and sid, without them on trixie.
+SLOW = pytest.mark.slow
 #: pstore compresses dmesg records with raw deflate by default (CONFIG_PSTORE_COMPRESS=y:
 #: "C" records); pstore.compress=none (pstore is built in) stores them as text ("D").
 COMPRESSION = [
     pytest.param("trixie", (), marks=pytest.mark.profile("trixie"), id="trixie"),
     pytest.param("sid", (), marks=pytest.mark.profile("sid"), id="sid"),
-    pytest.param("trixie", ("pstore.compress=none",), marks=pytest.mark.profile("trixie"),
-                 id="trixie-compress-none"),
+    pytest.param("trixie", ("pstore.compress=none",),
+                 marks=[pytest.mark.profile("trixie"), SLOW], id="trixie-compress-none"),
 ]
+PROFILES = [pytest.param("trixie", marks=pytest.mark.profile("trixie")),
+            pytest.param("sid", marks=[pytest.mark.profile("sid"), SLOW])]
 
 
 def ramoops_params(guest: Guest) -> dict[str, str]:
@@ -166,35 +167,31 @@ def host_region(capture: CaptureResult, out: Path) -> tuple[RamoopsLayout, Ramoo
     return layout, region
 
 
-def first_kernel_baseline(guest: Guest, out: Path) -> RamoopsLayout:
+def first_kernel_baseline(sg: ScenarioGuest) -> RamoopsLayout:
     """Before the panic: ramoops found its reserve_mem region, pstore shows no record and
     every dmesg zone is initialised (ramoops wrote its signature) and empty."""
-    params = ramoops_params(guest)
+    params = ramoops_params(sg.guest)
     assert params["mem_name"] == "pstore" and int(params["mem_size"]) == MiB, params
     layout = RamoopsLayout.from_params(params)
-    listing = guest.run("mount -t pstore pstore /sys/fs/pstore && ls /sys/fs/pstore",
-                        check=True).stdout
+    listing = sg.guest.run("mount -t pstore pstore /sys/fs/pstore && ls /sys/fs/pstore",
+                           check=True).stdout
     assert not listing.split(), f"pstore holds records before the panic: {listing}"
-    before = read_region(guest, layout, out / "pstore-before-panic.raw")
+    before = read_region(sg.guest, layout, sg.out / "pstore-before-panic.raw")
     assert len(before.dmesg_zones) == 16
     assert all(z.empty for z in before.dmesg_zones), before.summary()
     return layout
 
 
-def panic_and_verify(guest: Guest, out: Path) -> tuple[CaptureResult, Dump, str]:
+def panic_and_verify(sg: ScenarioGuest) -> tuple[Capture, Dump, str]:
     """Snapshot, sysrq panic, capture; the dump must be accurate.  Returns the capture,
     the dump and the dump's log (makedumpfile --dump-dmesg)."""
-    expected, observed = snapshot(guest)
-    capture = panic_and_capture(guest, trigger="sysrq", out=out)
-    assert capture.outcome is Outcome.CAPTURED, f"{capture.reason}\n{capture.console_tail}"
-    dump = open_dump(Path(capture.files["vmcore"]))
-    dmesg = Path(capture.files["vmcore_dmesg"]).read_text(errors="replace")
-    raw_path = capture.files["raw_elfcorehdr"]
-    raw = parse_elfcorehdr(Path(raw_path).read_bytes(), name=raw_path)
-    report = verify(dump, observed, expected=expected, panic_window=capture.panic_window,
-                    raw_header=raw, dmesg=dmesg)
-    (out / "report.txt").write_text(report.to_text(verbose=True) + "\n")
+    capture = sg.panic("sysrq")
+    result = capture.result
+    assert result.outcome is Outcome.CAPTURED, f"{result.reason}\n{result.console_tail}"
+    report = capture.verify()
     assert report.verdict == "accurate", report.to_text()
+    dump = open_dump(Path(result.files["vmcore"]))
+    dmesg = Path(result.files["vmcore_dmesg"]).read_text(errors="replace")
     return capture, dump, dmesg
 
 
@@ -218,53 +215,65 @@ def the_panic_record(capture: CaptureResult, layout: RamoopsLayout, dmesg: str,
     return record
 
 
+def no_stall(guest: Guest, mark: int, dmesg: str) -> float:
+    """No all-CPU backtrace waited for parked CPUs between the panic and kdump (neither
+    on the console nor in the dump's log); returns the seconds from the panic line to the
+    capture kernel's command line on the console."""
+    assert STALL not in dmesg, "an NMI backtrace waited for CPUs before kdump (dump's log)"
+    assert STALL not in guest.console.text(mark), "an NMI backtrace waited (console)"
+    panicked = guest.console.find(re.escape(PANIC_LINE), mark)
+    started = guest.console.find(CAPTURE_KERNEL, mark)
+    assert panicked is not None and started is not None, "no panic or capture kernel line"
+    return started.at - panicked.at
+
+
 @pytest.mark.parametrize("profile,compress", COMPRESSION)
 def test_post_notifiers_put_the_panic_log_in_pstore_before_kdump(
-        make_guest: Callable[..., Guest], artifact_dir: Path, profile: str,
-        compress: tuple[str, ...]) -> None:
-    guest = make_guest(profile, kernel_args=(*PSTORE_ARGS, *compress, POST_NOTIFIERS),
-                       capture_mode="elf")
-    layout = first_kernel_baseline(guest, artifact_dir)
-    run_swarm(guest, build_plan(DIMMS), transcript_path=artifact_dir / "transcript.json")
-    offset, uncertainty = clock_offset(guest)
-    mark = guest.console.mark()
-    capture, dump, dmesg = panic_and_verify(guest, artifact_dir)
-    record = the_panic_record(capture, layout, dmesg, artifact_dir)
+        kdump: Scenario, profile: str, compress: tuple[str, ...]) -> None:
+    sg = kdump.boot(profile, kernel_args=(*PSTORE_ARGS, *compress, POST_NOTIFIERS),
+                    capture_mode="elf")
+    layout = first_kernel_baseline(sg)
+    sg.swarm(dimms=DIMMS)
+    offset, uncertainty = clock_offset(sg.guest)
+    mark = sg.guest.console.mark()
+    capture, dump, dmesg = panic_and_verify(sg)
+    record = the_panic_record(capture.result, layout, dmesg, sg.out)
     assert record.compressed == (not compress), "pstore.compress= did not take"
+    to_capture_kernel = no_stall(sg.guest, mark, dmesg)
 
     # The capture kernel's pstore, read as its userspace started, and kdump's own dump.
-    records, status = capture_pstore(capture)
+    records, status = capture_pstore(capture.result)
     assert status["backend"] == "ramoops"
     assert list(records) == ["dmesg-ramoops-0"] and records["dmesg-ramoops-0"] == record.text
-    in_dump = read_physical(Path(capture.files["vmcore"]), dump, layout.mem_address,
+    in_dump = read_physical(Path(capture.result.files["vmcore"]), dump, layout.mem_address,
                             layout.mem_size)
     assert parse_region(in_dump, layout).records == (record,)
 
     # Timestamps: the record (the first kernel's wall clock at kmsg_dump) is before the
     # capture kernel's command line on the console, on the host's clock.
-    started = guest.console.find(CAPTURE_KERNEL, mark)
+    started = sg.guest.console.find(CAPTURE_KERNEL, mark)
     assert started is not None, "no capture kernel command line on the console"
     margin = started.at - (record.time - offset) - uncertainty
     assert margin > 0, f"the record is {-margin:.3f} s after the capture kernel started"
     crashtime = dump.vmcoreinfo.crash_time if dump.vmcoreinfo else None
-    (artifact_dir / "order.txt").write_text(
+    (sg.out / "order.txt").write_text(
         f"record {record.time:.6f} (guest wall clock); the capture kernel's command line "
         f"on the console {margin:.3f} s later (host clock, offset uncertainty "
-        f"{uncertainty:.3f} s); the capture kernel read its pstore at uptime "
-        f"{status['uptime']} s; CRASHTIME {crashtime} (coarse, stops during panic)\n")
+        f"{uncertainty:.3f} s), {to_capture_kernel:.3f} s after the panic line; the "
+        f"capture kernel read its pstore at uptime {status['uptime']} s; CRASHTIME "
+        f"{crashtime} (coarse, stops during panic)\n")
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_without_post_notifiers_kdump_runs_first_and_pstore_gets_nothing(
-        guest_image: Callable[..., Any], kh_accel: str, artifact_dir: Path,
-        profile: str) -> None:
-    job = run_job(guest_image(profile), GuestConfig(kernel_args=PSTORE_ARGS, accel=Accel(kh_accel)),
-                  JobSpec(plan=build_plan(DIMMS)), artifact_dir)
+        kdump: Scenario, profile: str) -> None:
+    job = kdump.run(profile, dimms=DIMMS, add_cpus=0, kernel_args=PSTORE_ARGS,
+                    expect="accurate")
     assert job.result is Result.ACCURATE, job.reason
     assert job.capture is not None
     capture = job.capture
     dmesg = Path(capture.files["vmcore_dmesg"]).read_text(errors="replace")
-    layout, region = host_region(capture, artifact_dir)
+    layout, region = host_region(capture, kdump.out)
 
     # ramoops ran in the first kernel, on the region the capture kernel was given...
     assert f"ramoops: using {MiB:#x}@{layout.mem_address:#x}" in dmesg
