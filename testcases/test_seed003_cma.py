@@ -9,7 +9,8 @@ Every scenario boots sid with ``cma=256M`` and judges CMA two ways (harness/gues
 the CMA allocator's own counters (``/sys/kernel/mm/cma/<area>``), exactly, and CmaFree
 (/proc/meminfo) within ``FREE_TOLERANCE_KB``, because ordinary movable allocations share
 CMA pageblocks.  Each writes what it saw, step by step, to ``cma.json`` in its evidence
-directory.
+directory.  Guests come from the ``kdump`` fixture (``kdump.boot``); a dump is judged by
+``Capture.verify``, the harness's own verdict.
 
 The guests have 2 GiB with a 1 MiB hole every 512 MiB (``SPLIT_RAM``): no System RAM range
 is longer than 511 MiB, so a 600 MiB initrd fits neither CMA (256 MiB) nor RAM, and a normal
@@ -27,14 +28,14 @@ from typing import Any
 
 import pytest
 
-from harness.crash import CaptureResult, Outcome, panic_and_capture
 from harness.guest import Guest, cma
 from harness.guest import kexec_tool as tool
 from harness.guest.cma import FREE_TOLERANCE_KB, PAGE_KB, CmaLeak, CmaState, KexecRun
-from harness.topology import Topology, snapshot
-from harness.vmcore import FindingCode, VerifyReport, open_dump, parse_elfcorehdr, verify
+from harness.plugin.scenario import Capture, Scenario
 
-pytestmark = [pytest.mark.guest, pytest.mark.seed003, pytest.mark.profile("sid")]
+#: kexec_file puts segments in CMA from 6.17 on (the kdump fixture skips older kernels).
+pytestmark = [pytest.mark.guest, pytest.mark.seed003, pytest.mark.profile("sid"),
+              pytest.mark.kernel(">=6.17")]
 
 MiB = 1 << 20
 CMA = ("cma=256M",)
@@ -70,16 +71,14 @@ class Evidence:
 
 
 def needs_cma_kexec(guest_image: Any) -> None:
-    """Skip, saying why, unless sid's kernel can put kexec segments in CMA."""
+    """Skip, saying why, unless sid's kernel (the image ``kdump.boot`` uses) was built with
+    what these tests read; its version is the ``kernel`` marker's."""
     image = guest_image("sid")
     config = image.kernel_config
     missing = [o for o in ("CONFIG_CMA", "CONFIG_DMA_CMA", "CONFIG_CMA_SYSFS")
                if config.get(o) != "y"]
     if missing:
         pytest.skip(f"{image.kernel_release}: {', '.join(missing)} not =y")
-    major, minor = (int(x) for x in re.findall(r"\d+", image.kernel_release)[:2])
-    if (major, minor) < (6, 17):
-        pytest.skip(f"{image.kernel_release}: kexec_file uses CMA from 6.17 on")
 
 
 def assert_back(guest: Guest, baseline: CmaState, run: KexecRun, what: str) -> int:
@@ -128,26 +127,23 @@ def normal_cycle(guest: Guest, baseline: CmaState, log: Evidence, n: int) -> Non
             free_drift_kb=assert_back(guest, baseline, unload, f"normal unload {n}"))
 
 
-def verify_capture(capture: CaptureResult, expected: Topology,
-                   observed: Topology) -> VerifyReport:
-    """The dump (and the raw elfcorehdr) against the snapshot taken just before the panic,
-    as the main job verifies (harness/job.py)."""
-    assert capture.outcome is Outcome.CAPTURED, f"{capture.reason}\n{capture.console_tail}"
-    files = capture.files
-    return verify(open_dump(Path(files["vmcore"])), observed, expected=expected,
-                  panic_window=capture.panic_window,
-                  raw_header=parse_elfcorehdr(Path(files["raw_elfcorehdr"]).read_bytes()),
-                  dmesg=Path(files["vmcore_dmesg"]).read_text(errors="replace"))
+def assert_accurate(capture: Capture) -> None:
+    """The harness's verdict on the dump (``report.txt``; the whole report if it is not
+    accurate), as the main job judges one (harness/job.py)."""
+    result = capture.result
+    assert capture.captured, f"{result.outcome.value}: {result.reason}\n{result.console_tail}"
+    capture.verify(expect="accurate")
 
 
-def test_reloads_give_cma_back_and_the_dump_stays_accurate(make_guest, guest_image,
-                                                           artifact_dir: Path) -> None:
+def test_reloads_give_cma_back_and_the_dump_stays_accurate(kdump: Scenario,
+                                                           guest_image: Any) -> None:
     """5 kdump reloads and unloads, 5 normal loads and unloads, a crash load too big for
     crashkernel=256M: CMA back to its baseline after each; then a sysrq panic still gives
     an accurate dump."""
     needs_cma_kexec(guest_image)
-    guest = make_guest("sid", **SPLIT_RAM)
-    log = Evidence(artifact_dir / "cma.json")
+    scenario = kdump.boot("sid", **SPLIT_RAM)
+    guest = scenario.guest
+    log = Evidence(kdump.out / "cma.json")
     baseline = cma.read_state(guest)
     assert baseline.total_kb == 256 * 1024 and baseline.area().total_pages == 65536
     log.add("baseline", state=baseline.summary())
@@ -165,12 +161,9 @@ def test_reloads_give_cma_back_and_the_dump_stays_accurate(make_guest, guest_ima
 
     reload = cma.run_kexec(guest, guest.kdump_reload_command())
     assert reload.ok and reload.after.crash_loaded and not reload.allocations, reload.describe()
-    expected, observed = snapshot(guest)
-    capture = panic_and_capture(guest, trigger="sysrq", out=artifact_dir)
-    report = verify_capture(capture, expected, observed)
-    (artifact_dir / "report.txt").write_text(report.to_text(verbose=True) + "\n")
-    log.add("capture", verdict=report.verdict.value, times=asdict(capture.times))
-    assert report.verdict == "accurate", report.to_text(verbose=True)
+    capture = scenario.panic("sysrq")
+    log.add("capture", outcome=capture.result.outcome.value, times=asdict(capture.result.times))
+    assert_accurate(capture)
 
 
 #: Found by this scenario (Linux 7.2.13): the segments placed before the failing one stay
@@ -186,13 +179,12 @@ FAILED_LOAD_LEAKS = pytest.mark.xfail(
 
 
 @FAILED_LOAD_LEAKS
-def test_a_failed_normal_load_gives_its_cma_back(make_guest, guest_image,
-                                                 artifact_dir: Path) -> None:
+def test_a_failed_normal_load_gives_its_cma_back(kdump: Scenario, guest_image: Any) -> None:
     """The seed's failed load: a normal load that runs out of room after placing its
     first segments in CMA must give them back.  Twice, to show the leak adds up."""
     needs_cma_kexec(guest_image)
-    guest = make_guest("sid", **SPLIT_RAM)
-    log = Evidence(artifact_dir / "cma.json")
+    guest = kdump.boot("sid", **SPLIT_RAM).guest
+    log = Evidence(kdump.out / "cma.json")
     baseline = cma.read_state(guest)
     log.add("baseline", state=baseline.summary())
     big = cma.sparse_file(guest, "initrd-600M", NO_FIT)
@@ -221,18 +213,17 @@ def test_a_failed_normal_load_gives_its_cma_back(make_guest, guest_image,
     assert_back(guest, baseline, runs[-1], "failed normal loads")
 
 
-def test_kexec_file_no_cma_keeps_a_load_out_of_cma(make_guest, guest_image,
-                                                   artifact_dir: Path) -> None:
+def test_kexec_file_no_cma_keeps_a_load_out_of_cma(kdump: Scenario, guest_image: Any) -> None:
     """KEXEC_FILE_NO_CMA (which kexec-tools cannot pass) keeps a normal image out of CMA,
     and so the failed load has nothing to leak; the kernel accepts it on a crash load
     and refuses an unknown flag."""
     needs_cma_kexec(guest_image)
-    binary = tool.build(artifact_dir / "tool")
+    binary = tool.build(kdump.out / "tool")
     if binary is None:
         pytest.skip("no C compiler (cc, gcc, clang) on this host to build the "
                     "kexec_file_load tool, and kexec-tools cannot pass KEXEC_FILE_NO_CMA")
-    guest = make_guest("sid", **SPLIT_RAM)
-    log = Evidence(artifact_dir / "cma.json")
+    guest = kdump.boot("sid", **SPLIT_RAM).guest
+    log = Evidence(kdump.out / "cma.json")
     help_text = guest.run("kexec --help 2>&1").stdout
     log.add("kexec --help mentions cma", found="cma" in help_text.lower())
     tool.install(guest, binary)
@@ -263,31 +254,33 @@ def test_kexec_file_no_cma_keeps_a_load_out_of_cma(make_guest, guest_image,
     assert rc == -tool.EINVAL, f"an unknown flag must be refused:\n{bogus.describe()}"
 
 
-def capture_kernel_start(capture: CaptureResult, out: Path) -> float:
+def capture_kernel_start(capture: Capture) -> float:
     """Seconds from the panic to the capture kernel's start: its uptime at capture-start,
     taken off the host's panic-to-capture-start time."""
-    text = (out / "console-capture-kernel.log").read_text(errors="replace")
+    text = (capture.out / "console-capture-kernel.log").read_text(errors="replace")
     found = re.search(r"HARNESS: capture-start mode=\w+ uptime=(\d+\.\d+)", text)
-    assert found and capture.times.capture_userspace is not None, capture.reason
-    return capture.times.capture_userspace - float(found.group(1))
+    userspace = capture.result.times.capture_userspace
+    assert found and userspace is not None, capture.result.reason
+    return userspace - float(found.group(1))
 
 
 @pytest.mark.slow
 def test_crashkernel_cma_waits_for_dma_and_keeps_its_ranges_out_of_the_dump(
-        make_guest, guest_image, artifact_dir: Path) -> None:
+        kdump: Scenario, guest_image: Any) -> None:
     """crashkernel=256M,cma beside crashkernel=256M: reloads leave both CMA areas alone;
     the capture waits CMA_DMA_TIMEOUT_SEC (panic to capture measured with and without);
-    the dump leaves the CMA ranges out, and is accurate with them counted as crash kernel."""
+    the dump leaves the CMA ranges out, and the harness calls it accurate."""
     needs_cma_kexec(guest_image)
-    log = Evidence(artifact_dir / "cma.json")
-    plain = make_guest("sid", memory=2048 * MiB, kernel_args=CMA)
-    base = panic_and_capture(plain, trigger="sysrq", out=plain.workdir)
-    assert base.outcome is Outcome.CAPTURED, base.reason
-    base_start = capture_kernel_start(base, plain.workdir)
-    log.add("without ,cma", capture_userspace=base.times.capture_userspace,
+    log = Evidence(kdump.out / "cma.json")
+    base = kdump.boot("sid", memory=2048 * MiB, kernel_args=CMA).panic("sysrq")
+    assert_accurate(base)
+    base_start = capture_kernel_start(base)
+    log.add("without ,cma", capture_userspace=base.result.times.capture_userspace,
             panic_to_capture_kernel=base_start)
 
-    guest = make_guest("sid", memory=2048 * MiB, kernel_args=CMA + ("crashkernel=256M,cma",))
+    scenario = kdump.boot("sid", memory=2048 * MiB,
+                          kernel_args=CMA + ("crashkernel=256M,cma",))
+    guest = scenario.guest
     ranges = cma.crash_cma_ranges(cma.kernel_log(guest))
     assert sum(r.size for r in ranges) == 256 * MiB, ranges
     baseline = cma.read_state(guest)
@@ -300,19 +293,13 @@ def test_crashkernel_cma_waits_for_dma_and_keeps_its_ranges_out_of_the_dump(
         log.add(f"kdump reload {n}", reload,
                 free_drift_kb=assert_back(guest, baseline, reload, f"kdump reload {n}"))
 
-    expected, observed = snapshot(guest)
-    capture = panic_and_capture(guest, trigger="sysrq", out=guest.workdir)
-    start = capture_kernel_start(capture, guest.workdir)
-    log.add("with ,cma", capture_userspace=capture.times.capture_userspace,
+    capture = scenario.panic("sysrq")
+    # The harness's own topology has them (from sysfs): the boot log agrees.
+    assert capture.observed.crash_cma == ranges, capture.observed.to_json()
+    start = capture_kernel_start(capture)
+    log.add("with ,cma", capture_userspace=capture.result.times.capture_userspace,
             panic_to_capture_kernel=start, added_by_cma=start - base_start)
     assert start >= CMA_DMA_TIMEOUT_SEC, f"capture kernel started {start:.1f} s after the panic"
-
-    # The kernel leaves crashkernel CMA out of the elfcorehdr on purpose (the capture
-    # kernel runs in it); the harness's oracle, which knows only /proc/iomem, calls that
-    # stale.  Counted as crash-kernel memory, the dump is accurate.
-    plain_report = verify_capture(capture, expected, observed)
-    missing = {f.range for f in plain_report.findings if f.code is FindingCode.RAM_NOT_IN_DUMP}
-    assert missing == set(ranges), plain_report.to_text(verbose=True)
-    report = verify_capture(capture, expected, cma.with_crash_cma(observed, ranges))
-    (guest.workdir / "report.txt").write_text(report.to_text(verbose=True) + "\n")
-    assert report.verdict == "accurate", report.to_text(verbose=True)
+    # The kernel leaves crashkernel CMA out of the elfcorehdr on purpose (the capture kernel
+    # runs in it), and the observed topology counts it with Crash kernel: no adjustment here.
+    assert_accurate(capture)

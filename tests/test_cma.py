@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import topology
 from harness.errors import HostError
 from harness.guest import cma
 from harness.guest import kexec_tool as tool
-from harness.topology import AddressRange, Topology
-
-MiB = 1 << 20
 
 
 def state_text(available: int = 65472, success: int = 64, release: int = 0,
@@ -125,38 +123,9 @@ def test_the_guest_commands_are_valid_shell() -> None:
         "kexec -s -d -l /boot/vmlinuz --initrd=/big --append='console=ttyS0,115200'")
 
 
-BOOT_LOG = """\
-[    0.000000] cma: Reserved 256 MiB at 0x000000006e400000
-[    0.000000] crashkernel reserved: 0x000000005e000000 - 0x000000006e000000 (256 MB)
-[    0.000000] cma: Reserved 256 MiB at 0x000000004e000000
-[    0.000000] crashkernel CMA reserved: 256 MB in 1 ranges
-"""
-
-
-def test_crash_cma_ranges_are_the_reserved_lines_before_the_summary() -> None:
-    # The first "Reserved" line is cma=256M's default area, not the crash kernel's.
-    assert cma.crash_cma_ranges(BOOT_LOG) == (AddressRange(0x4E000000, 0x5E000000),)
-    two = BOOT_LOG.replace("[    0.000000] crashkernel CMA", "[    0.000000] cma: Reserved "
-                           "128 MiB at 0x0000000090000000\n[    0.000000] crashkernel CMA")
-    two = two.replace("256 MB in 1 ranges", "384 MB in 2 ranges")
-    assert cma.crash_cma_ranges(two) == (AddressRange(0x4E000000, 0x5E000000),
-                                         AddressRange(0x90000000, 0x98000000))
-    assert cma.crash_cma_ranges(BOOT_LOG.splitlines()[0]) == ()
-
-
-def test_crash_cma_ranges_that_do_not_add_up_are_refused() -> None:
-    with pytest.raises(ValueError, match="do not add up"):
-        cma.crash_cma_ranges(BOOT_LOG.replace("256 MB in 1", "512 MB in 1"))
-    with pytest.raises(ValueError, match="only 2 'cma: Reserved' lines"):
-        cma.crash_cma_ranges(BOOT_LOG.replace("in 1 ranges", "in 3 ranges"))
-
-
-def test_crash_cma_counts_as_crash_kernel_memory() -> None:
-    observed = Topology("observed", 0.0, system_ram=(AddressRange(0x100000, 0x80000000),),
-                        crash_kernel=(AddressRange(0x5E000000, 0x6E000000),))
-    moved = cma.with_crash_cma(observed, (AddressRange(0x4E000000, 0x5E000000),))
-    assert moved.crash_kernel == (AddressRange(0x4E000000, 0x6E000000),)
-    assert moved.system_ram == observed.system_ram
+def test_crash_cma_ranges_are_the_topology_parser() -> None:
+    # Moved to harness/topology (the verifier needs them); tests/test_topology_crash_cma.py.
+    assert cma.crash_cma_ranges is topology.crash_cma_ranges
 
 
 def test_kexec_file_flags_are_the_uapi_values() -> None:

@@ -247,6 +247,8 @@ def topology_lines(topo: Topology) -> list[str]:
         f"  kernel            {topo.kernel_release}",
         f"  System RAM        {total / (1 << 20):.1f} MiB in {len(topo.system_ram)} ranges: {ram}",
         f"  Crash kernel      {', '.join(str(r) for r in topo.crash_kernel) or '-'}",
+        *([f"  crashkernel CMA   {', '.join(str(r) for r in topo.crash_cma)}"]
+          if topo.crash_cma else []),
         (f"  CPUs              online {format_cpu_list(topo.cpus_online)}, present "
          f"{format_cpu_list(topo.cpus_present)}, possible {format_cpu_list(topo.cpus_possible)}"),
         (f"  memory blocks     {len(topo.memory_blocks_online)} online, "

@@ -29,11 +29,11 @@ import itertools
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..timeouts import Deadline, poll
-from ..topology import AddressRange, Topology, merge_ranges
+from ..topology import crash_cma_ranges  # topology's own: the verifier needs them
 
 if TYPE_CHECKING:
     from .machine import Guest
@@ -63,8 +63,6 @@ _MEMINFO = re.compile(r"^(CmaTotal|CmaFree):?\s+(\d+)", re.MULTILINE)
 _AREA_LINE = re.compile(r"^([^/\s]+)/(\w+):(\d+)$", re.MULTILINE)
 _LOADED = re.compile(r"^(kexec_loaded|kexec_crash_loaded):(\d)$", re.MULTILINE)
 _ALLOCATED = re.compile(r"kexec_file: allocated (\d+) DMA pages at 0x([0-9a-fA-F]+)")
-_CMA_RESERVED = re.compile(r"cma: Reserved (\d+) MiB at (0x[0-9a-fA-F]+)")
-_CRASH_CMA = re.compile(r"crashkernel CMA reserved: (\d+) MB in (\d+) ranges")
 _TAGS = itertools.count(1)
 #: Written to /dev/kmsg around each command (``run_command``).
 MARKER = "kdump-harness: cma"
@@ -225,39 +223,6 @@ def allocator_leak(baseline: CmaState, now: CmaState) -> str | None:
     return "; ".join(problems) or None
 
 
-def crash_cma_ranges(klog: str) -> tuple[AddressRange, ...]:
-    """The ``crashkernel=SIZE,cma`` ranges, from the boot log (empty without any).
-
-    ``reserve_crashkernel_cma()`` (kernel/crash_reserve.c, 6.17+) declares each range with
-    ``cma_declare_contiguous()``, which logs ``cma: Reserved N MiB at 0x...``, then sums them
-    up as ``crashkernel CMA reserved: N MB in K ranges``: the ranges are the last K
-    ``Reserved`` lines before it.  They are nowhere in /proc/iomem.
-    """
-    summary = _CRASH_CMA.search(klog)
-    if summary is None:
-        return ()
-    count = int(summary.group(2))
-    reserved = _CMA_RESERVED.findall(klog[:summary.start()])
-    if len(reserved) < count:
-        raise ValueError(f"'{summary.group(0)}' but only {len(reserved)} 'cma: Reserved' lines")
-    ranges = [AddressRange(int(at, 16), int(at, 16) + (int(mib) << 20))
-              for mib, at in reserved[len(reserved) - count:]]
-    if sum(r.size for r in ranges) != int(summary.group(1)) << 20:
-        raise ValueError(f"the 'cma: Reserved' ranges {[str(r) for r in ranges]} do not add "
-                         f"up to '{summary.group(0)}'")
-    return merge_ranges(ranges)
-
-
-def with_crash_cma(topology: Topology, ranges: tuple[AddressRange, ...]) -> Topology:
-    """``topology`` with the crashkernel CMA ranges counted as crash-kernel memory.
-
-    The crash code leaves them out of the elfcorehdr on purpose (the capture kernel runs
-    in them, so the first kernel's pages there are gone): a dump must not describe them,
-    exactly as it must not describe ``Crash kernel``.
-    """
-    return replace(topology, crash_kernel=merge_ranges(topology.crash_kernel + ranges))
-
-
 # -- the guest commands ---------------------------------------------------------------------
 def state_command() -> str:
     """One shell command printing ``CmaState``'s sources, with shell builtins only."""
@@ -342,5 +307,4 @@ __all__ = ["CAPTURE_INITRD", "CRASH_AREA", "CRASH_UNLOAD", "DEFAULT_AREA", "FREE
            "KERNEL", "NORMAL_UNLOAD", "PAGE_KB", "CmaAllocation", "CmaArea", "CmaLeak",
            "CmaState", "KexecRun", "allocator_leak", "crash_cma_ranges", "kernel_log",
            "normal_load", "parse_allocations", "parse_run", "parse_state", "read_state",
-           "run_command", "run_kexec", "settled_state", "sparse_file", "state_command",
-           "with_crash_cma"]
+           "run_command", "run_kexec", "settled_state", "sparse_file", "state_command"]

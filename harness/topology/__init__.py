@@ -17,7 +17,9 @@ Module map, in pipeline order (every public name is importable from this package
     ``subtract_ranges``, ``intersect_ranges``).
 ``kernel_formats``
     The kernel's text formats: ``parse_iomem`` (``IomemEntry``), ``system_ram_ranges``,
-    ``crash_kernel_ranges``, ``parse_cpu_list`` and ``format_cpu_list``.
+    ``crash_kernel_ranges``, ``parse_cpu_list``, ``format_cpu_list``, and the
+    ``crashkernel=,cma`` ranges from sysfs (``parse_range_lines``) or the boot log
+    (``crash_cma_ranges``).
 ``model``
     The snapshot: ``Topology`` (and its JSON), ``MemoryDevice``, ``CpuSlot`` and
     ``check_devices_disjoint``.  Pure data.
@@ -42,10 +44,12 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 from .kernel_formats import (
     IomemEntry,
+    crash_cma_ranges,
     crash_kernel_ranges,
     format_cpu_list,
     parse_cpu_list,
     parse_iomem,
+    parse_range_lines,
     system_ram_ranges,
 )
 from .model import CpuSlot, MemoryDevice, Topology, check_devices_disjoint
@@ -73,6 +77,7 @@ __all__ = [
     "Topology",
     "TopologyDiff",
     "check_devices_disjoint",
+    "crash_cma_ranges",
     "crash_kernel_ranges",
     "device_memory_base",
     "diff_topology",
@@ -86,6 +91,7 @@ __all__ = [
     "parse_cpu_list",
     "parse_iomem",
     "parse_observation",
+    "parse_range_lines",
     "snapshot",
     "subtract_ranges",
     "system_ram_ranges",

@@ -1,4 +1,5 @@
-"""The kernel's text formats: /proc/iomem and sysfs CPU lists (``0-3,6,8-9``).
+"""The kernel's text formats: /proc/iomem, sysfs CPU lists (``0-3,6,8-9``) and the
+``crashkernel=SIZE,cma`` ranges (sysfs, or the boot log).
 
 /proc/iomem's inclusive ends become half-open ``[start, end)`` here, once, when parsed.
 """
@@ -47,6 +48,61 @@ def system_ram_ranges(entries: Sequence[IomemEntry]) -> tuple[AddressRange, ...]
 def crash_kernel_ranges(entries: Sequence[IomemEntry]) -> tuple[AddressRange, ...]:
     """The ``Crash kernel`` reservations (one, or a low and a high part)."""
     return merge_ranges(e.range for e in entries if e.name == "Crash kernel")
+
+
+_RANGE_LINE = re.compile(r"^\s*([0-9a-fA-F]+)-([0-9a-fA-F]+)\s*$")
+
+
+def parse_range_lines(text: str) -> tuple[AddressRange, ...]:
+    """Lines of inclusive hex ``start-end`` ranges, merged: ``/sys/kernel/kexec_crash_cma_ranges``
+    (``4e000000-5dffffff`` on 7.2.13; empty without ``crashkernel=,cma``)."""
+    ranges = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _RANGE_LINE.match(line)
+        if m is None:
+            raise ValueError(f"not a start-end range: {line!r}")
+        ranges.append(AddressRange(int(m.group(1), 16), int(m.group(2), 16) + 1))
+    return merge_ranges(ranges)
+
+
+#: mm/cma.c, cma_declare_contiguous_nid() (7.2.13: ``cma: Reserved 256 MiB at
+#: 0x000000004e000000``).  x86 aligns CMA areas to a 2 MiB pageblock: the MiB count is exact.
+_CMA_RESERVED = re.compile(r"cma: Reserved (\d+) MiB at (0x[0-9a-fA-F]+)")
+#: kernel/crash_reserve.c, reserve_crashkernel_cma() (6.17+): its closing line, whether it
+#: got all it asked for (pr_info) or less (pr_warn, after halving the request).
+_CRASH_CMA_SUMMARY = re.compile(
+    r"crashkernel CMA (?:reserved: |reservation failed: \d+ MB requested, )"
+    r"(?P<mb>\d+) MB (?:reserved )?in (?P<count>\d+) ranges")
+
+
+def crash_cma_ranges(klog: str) -> tuple[AddressRange, ...]:
+    """The ``crashkernel=SIZE,cma`` ranges from the kernel's boot log (empty without any).
+
+    ``reserve_crashkernel_cma()`` (kernel/crash_reserve.c, 6.17+) declares each range with
+    ``cma_declare_contiguous()``, which logs ``cma: Reserved N MiB at 0x...``, back to back
+    (a failed attempt logs "Failed to reserve" instead), then sums them up as ``crashkernel
+    CMA reserved: N MB in K ranges`` (or ``reservation failed: ..., N MB reserved in K
+    ranges``): the ranges are the last K ``Reserved`` lines before it; ``cma=SIZE``'s own
+    area logs one too, earlier.  They are nowhere in /proc/iomem, and x86's
+    ``prepare_elf_headers()`` leaves them out of the dump like ``Crash kernel``.
+    """
+    summary = _CRASH_CMA_SUMMARY.search(klog)
+    if summary is None:
+        return ()
+    count = int(summary["count"])
+    reserved = _CMA_RESERVED.findall(klog[:summary.start()])
+    if len(reserved) < count:
+        raise ValueError(f"'{summary.group(0)}' but only {len(reserved)} 'cma: Reserved' lines")
+    ranges = [AddressRange(int(at, 16), int(at, 16) + (int(mib) << 20))
+              for mib, at in reserved[len(reserved) - count:]] if count else []
+    # The summary adds up what was requested; an area can be larger (aligned up), never
+    # smaller.
+    if sum(r.size for r in ranges) < int(summary["mb"]) << 20:
+        raise ValueError(f"the 'cma: Reserved' ranges {[str(r) for r in ranges]} do not add "
+                         f"up to '{summary.group(0)}'")
+    return merge_ranges(ranges)
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:

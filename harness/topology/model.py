@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .ranges import AddressRange
+from .ranges import AddressRange, merge_ranges
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class Topology:
     kernel_release: str | None = None
     system_ram: tuple[AddressRange, ...] = ()
     crash_kernel: tuple[AddressRange, ...] = ()
+    # crashkernel=SIZE,cma's ranges (observed only; Linux 6.17+): System RAM the dump must
+    # leave out like Crash kernel, though /proc/iomem does not show them (``crash_reserved``).
+    crash_cma: tuple[AddressRange, ...] = ()
     cpus_possible: tuple[int, ...] = ()
     cpus_present: tuple[int, ...] = ()
     cpus_online: tuple[int, ...] = ()
@@ -106,11 +109,22 @@ class Topology:
     def with_changes(self, **changes: Any) -> Topology:
         return replace(self, **changes)
 
+    @property
+    def crash_reserved(self) -> tuple[AddressRange, ...]:
+        """What the dump must not describe: ``Crash kernel`` and the crashkernel CMA ranges.
+
+        The capture kernel runs in both, so the first kernel's pages there are gone: x86's
+        prepare_elf_headers() excludes crashk_res, crashk_low_res and, since 6.17,
+        crashk_cma_ranges from the elfcorehdr.
+        """
+        return merge_ranges(self.crash_kernel + self.crash_cma)
+
     # -- JSON ---------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["system_ram"] = [_range_json(r) for r in self.system_ram]
         d["crash_kernel"] = [_range_json(r) for r in self.crash_kernel]
+        d["crash_cma"] = [_range_json(r) for r in self.crash_cma]
         return d
 
     def to_json(self) -> str:
@@ -130,6 +144,7 @@ class Topology:
             kernel_release=d.get("kernel_release"),
             system_ram=ranges(d.get("system_ram", ())),
             crash_kernel=ranges(d.get("crash_kernel", ())),
+            crash_cma=ranges(d.get("crash_cma", ())),
             cpus_possible=tuple(d.get("cpus_possible", ())),
             cpus_present=tuple(d.get("cpus_present", ())),
             cpus_online=tuple(d.get("cpus_online", ())),

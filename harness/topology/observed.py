@@ -2,19 +2,33 @@
 
 ``observe_command`` is the command the guest runs; ``parse_observation`` turns its output
 into an ``observed`` ``Topology`` (``/proc/iomem``, the CPU masks in sysfs, memory block
-states, the CPUs' ACPI objects and the crash_hotplug sysfs files).  Pure: ``live.observe``
-runs the command on a guest.
+states, the CPUs' ACPI objects, the crashkernel CMA ranges and the crash_hotplug sysfs
+files).  Pure: ``live.observe`` runs the command on a guest.
 """
 
 from __future__ import annotations
 
 import re
 
-from .kernel_formats import crash_kernel_ranges, parse_cpu_list, parse_iomem, system_ram_ranges
+from .kernel_formats import (
+    crash_cma_ranges,
+    crash_kernel_ranges,
+    parse_cpu_list,
+    parse_iomem,
+    parse_range_lines,
+    system_ram_ranges,
+)
 from .model import Topology
+from .ranges import AddressRange
 
 #: Section markers in the output of ``observe_command``; each is followed by its content.
 _SECTION = re.compile(r"^@@(\w+)$", re.MULTILINE)
+#: The kernel's own list of crashkernel=SIZE,cma ranges (7.2.13 has it; no lock taken).
+CRASH_CMA_SYSFS = "/sys/kernel/kexec_crash_cma_ranges"
+#: Without that file, the boot log's lines (``kernel_formats.crash_cma_ranges``), read only
+#: when the command line asks for crashkernel CMA; "Linux version" shows the log is whole.
+_CRASH_CMA_LOG = ("dmesg | grep -e 'cma: Reserved' -e 'crashkernel CMA' "
+                  "-e '] Linux version '")
 
 
 def observe_command(*, crash_hotplug: bool = True) -> str:
@@ -24,7 +38,9 @@ def observe_command(*, crash_hotplug: bool = True) -> str:
     globs): under TCG every fork+exec costs 10-20 ms, an SSH round trip ~70 ms.
     ``crash_hotplug=False`` skips the ``crash_hotplug`` files: reading them takes the
     crash hot-plug mutex and the kexec lock (KNOWLEDGE.md), so settle polling must not
-    read them while a swarm is running or it would perturb what it measures.
+    read them while a swarm is running or it would perturb what it measures.  The one
+    exception: a guest booted with ``crashkernel=,cma`` whose kernel lacks
+    ``CRASH_CMA_SYSFS`` has its boot log read (``dmesg``).
     """
     s = "/sys/devices/system"
     # r FILE: print a one-line file; each: print FILE:LINE for every file of a glob.
@@ -40,6 +56,9 @@ def observe_command(*, crash_hotplug: bool = True) -> str:
         f"echo @@block_size; r {s}/memory/block_size_bytes",
         f"echo @@blocks; each {s}/memory/memory*/state",
         f"echo @@cpu_firmware_ids; each {s}/cpu/cpu*/firmware_node/path",
+        (f"echo @@crash_cma; if [ -e {CRASH_CMA_SYSFS} ]; then while IFS= read -r v; do "
+         f"printf '%s\\n' \"$v\"; done < {CRASH_CMA_SYSFS}; else read -r v < /proc/cmdline; "
+         f"case \" $v \" in *,cma\\ *) echo @@crash_cma_log; {_CRASH_CMA_LOG};; esac; fi"),
     ]
     if crash_hotplug:
         parts += [
@@ -68,6 +87,20 @@ def _optional_int(text: str | None) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _crash_cma(sec: dict[str, str]) -> tuple[AddressRange, ...]:
+    """The crashkernel CMA ranges: sysfs's list, else the boot log's lines."""
+    log = sec.get("crash_cma_log")
+    if log is None:
+        return parse_range_lines(sec.get("crash_cma", ""))
+    ranges = crash_cma_ranges(log)
+    if not ranges and "crashkernel CMA" not in log and "] Linux version " not in log:
+        # Without the ranges every dump would look stale: no verdict is better than that.
+        raise ValueError("the command line asks for crashkernel=,cma but the kernel log has "
+                         "lost its boot lines (the ring buffer wrapped): which memory the "
+                         "dump must leave out is unknown")
+    return ranges
+
+
 def parse_observation(text: str, *, taken_at: float) -> Topology:
     """Build the observed ``Topology`` from the output of ``observe_command``."""
     sec = _sections(text)
@@ -87,6 +120,7 @@ def parse_observation(text: str, *, taken_at: float) -> Topology:
         kernel_release=sec.get("release", "").strip() or None,
         system_ram=system_ram_ranges(entries),
         crash_kernel=crash_kernel_ranges(entries),
+        crash_cma=_crash_cma(sec),
         cpus_possible=parse_cpu_list(sec.get("cpus_possible", "")),
         cpus_present=parse_cpu_list(sec.get("cpus_present", "")),
         cpus_online=parse_cpu_list(sec.get("cpus_online", "")),

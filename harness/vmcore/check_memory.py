@@ -1,5 +1,8 @@
 """The memory check: the ranges a dump describes against System RAM minus Crash kernel.
 
+"Crash kernel" is ``Topology.crash_reserved``: /proc/iomem's ``Crash kernel`` and the
+``crashkernel=,cma`` ranges (6.17+), which the kernel leaves out of the dump alike.
+
 One cause, one finding: RAM a device finding already reports (a missing DIMM, a DIMM the
 dump describes though it is no longer RAM) is not reported again as a bare range; what is
 left over, RAM no device accounts for, still is.
@@ -29,11 +32,12 @@ def _page_round(ranges: Sequence[AddressRange], page: int) -> tuple[AddressRange
 
 def expected_ram(dump: Dump, topology: Topology) -> tuple[AddressRange, ...]:
     """What the dump should describe: System RAM minus Crash kernel (whole pages for kdump)."""
-    expected = subtract_ranges(topology.system_ram, topology.crash_kernel)
+    crash = topology.crash_reserved
+    expected = subtract_ranges(topology.system_ram, crash)
     if dump.format == DumpFormat.KDUMP:
         # bitmap1 counts whole pages (makedumpfile rounds a partial last page up).
         expected = subtract_ranges(_page_round(expected, dump.page_size or X86_64_PAGE_SIZE),
-                                   topology.crash_kernel)
+                                   crash)
     return expected
 
 
@@ -59,7 +63,8 @@ def check_memory(subject: Subject, topology: Topology, devices: DeviceMap) -> li
     out += _extra_ranges(subject, topology, extra, by_device.surplus)
     if not missing and not extra:
         out.append(subject.info(C.MEMORY_MATCH,
-                                f"exactly System RAM minus Crash kernel above 1 MiB: "
+                                f"exactly System RAM minus {_crash_name(topology)} above "
+                                f"1 MiB: "
                                 f"{len(expected_high)} range(s), "
                                 f"{format_size(sum(r.size for r in expected_high))}"))
     low = intersect_ranges(described, [_LOW_MEMORY])
@@ -68,6 +73,10 @@ def check_memory(subject: Subject, topology: Topology, devices: DeviceMap) -> li
                                 f"the first MiB is described ({ranges_text(low)}); allowed "
                                 "(kexec_load headers do this), not compared"))
     return out + _check_text_load(subject, topology)
+
+
+def _crash_name(topology: Topology) -> str:
+    return "Crash kernel and crashkernel CMA" if topology.crash_cma else "Crash kernel"
 
 
 def _missing_ram(subject: Subject, missing: Sequence[AddressRange]) -> list[Finding]:
@@ -80,11 +89,14 @@ def _extra_ranges(subject: Subject, topology: Topology, extra: Sequence[AddressR
                   reported: Sequence[AddressRange]) -> list[Finding]:
     out = []
     what = subject.what
-    for part in intersect_ranges(extra, topology.crash_kernel):
+    crash = topology.crash_reserved
+    for part in intersect_ranges(extra, crash):
+        where = ("crashkernel CMA" if intersect_ranges([part], topology.crash_cma)
+                 else "Crash kernel")
         out.append(subject.error(C.CRASH_KERNEL_IN_DUMP, Verdict.MISMATCH,
                                  f"{what} describes {part} ({format_size(part.size)}) inside "
-                                 "the Crash kernel reservation", range=part))
-    leftover = subtract_ranges(subtract_ranges(extra, topology.crash_kernel), reported)
+                                 f"the {where} reservation", range=part))
+    leftover = subtract_ranges(subtract_ranges(extra, crash), reported)
     for part in leftover:
         out.append(subject.error(C.DUMP_RANGE_NOT_RAM, Verdict.STALE,
                                  f"{what} describes {part} ({format_size(part.size)}) which is "
