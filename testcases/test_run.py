@@ -9,6 +9,7 @@ import pytest
 from kernel_tree import debian_kernel_as_build_tree
 
 from harness.cli import main
+from harness.plugin.properties import record_verdict
 
 pytestmark = pytest.mark.guest
 
@@ -17,6 +18,9 @@ def run_cli(request: pytest.FixtureRequest, out: Path, *args: str) -> tuple[int,
     accel = request.getfixturevalue("kh_accel")
     status = main(["run", "--out", str(out), "--accel", accel, *args])
     verdict = json.loads((out / "verdict.json").read_text())
+    record_property = request.getfixturevalue("record_property")
+    record_property("evidence", str(out))
+    record_verdict(record_property, verdict)
     return status, verdict
 
 

@@ -3,14 +3,18 @@ checks, the markers the plugin registers, and the kernel marker's skip reason.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from harness.api import JobResult
 from harness.crash import CaptureResult, LockEvidence, LockHolder, Outcome
 from harness.errors import UsageError
-from harness.plugin.scenario import OwnKernel, Scenario, kernel_matches, record_lock
+from harness.plugin.properties import record_lock, record_verdict
+from harness.plugin.scenario import OwnKernel, Scenario, kernel_matches
+from harness.results import Result
 
 pytest_plugins = ["pytester"]
 
@@ -51,6 +55,22 @@ def test_the_lock_holder_goes_into_the_junit_properties() -> None:
     record_lock(lambda name, value: recorded.append((name, value)), capture)
     assert recorded == [("lock_holder", "none"),
                         ("lock_caught", "cpu 1: crash_handle_hotplug_event+0x8c/0x150")]
+
+
+def test_a_verdict_json_goes_into_the_junit_properties() -> None:
+    """What ``kdump-harness run`` wrote, as tests of the command line record it."""
+    capture = CaptureResult(Outcome.KDUMP_DID_NOT_OCCUR, "no dump", "sysrq", "headers",
+                            lock_at_panic=LockEvidence(LockHolder.KEXEC_FILE_LOAD, "dmesg"))
+    job = JobResult(result=Result.KDUMP_DID_NOT_OCCUR, expected=Result.ACCURATE,
+                    reason="no dump", accel="tcg", kernel_release="6.12.117",
+                    times={"panic": 0.0894, "verify": None}, capture=capture)
+    recorded: list[tuple[str, object]] = []
+    record_verdict(lambda name, value: recorded.append((name, value)),
+                   json.loads(json.dumps(job.to_json_dict())))
+    assert recorded == [("kernel_release", "6.12.117"), ("accel", "tcg"),
+                        ("result", "kdump_did_not_occur"), ("expected", "accurate"),
+                        ("family", "kernel"), ("time.panic", 0.089),
+                        ("lock_holder", "kexec_file_load")]
 
 
 def test_the_kernel_marker_skips_with_the_reason(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ Options live in one group (``options``), resolved by the harness's one configura
 resolver with the precedence marker > command line > environment > ini > default.  Every
 test that uses a guest gets its own evidence directory (``artifacts``); it is kept when
 the test fails (and always with ``--kh-keep=always``), its path is printed in the failure
-report.  The fixtures (``fixtures``) boot guests from the selected profiles.
+report.  The fixtures (``fixtures``) boot guests from the selected profiles; the
+``kdump`` fixture is the scenario API (``scenario``); every guest test's JUnit XML
+properties are recorded by ``properties``; the report header is ``header``'s.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from .. import settings as settings_mod
 from ..api import Guest, GuestConfig
 from .artifacts import artifact_dir_for
 from .options import for_item
+from .properties import record_guest, recorder
 from .scenario import OwnKernel, Scenario, image_for
 
 __all__ = ["artifact_dir", "guest_image", "kdump", "kh_accel", "make_guest"]
@@ -84,6 +85,8 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     Several guests in one test get numbered subdirectories of the artifact directory.
     """
     guests: list[Guest] = []
+    record = recorder(request.node)
+    record("evidence", str(artifact_dir))
     # Per test: a kh(...) marker beats the command line, the environment and the ini.
     accel = for_item(request.node, "accel")
     scale = for_item(request.node, "timeout_scale")
@@ -97,6 +100,7 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
         guests.append(guest)
         with settings_mod.configured(scoped):     # the guest's deadlines, scaled
             guest.launch()
+        record_guest(record, guest)
         for fault in guest.boot_faults:
             warnings.warn(f"{workdir}: {fault}", stacklevel=2)
         return guest

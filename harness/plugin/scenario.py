@@ -56,6 +56,7 @@ from ..errors import UsageError
 from ..model import Trigger, UpdateStrategy, choose
 from ..results import parse_result
 from ..units import GiB
+from .properties import JUDGED_BY_TEST, record_guest, record_lock
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
 _COMPARE: dict[str, Callable[[tuple[int, int], tuple[int, int]], bool]] = {
@@ -71,15 +72,6 @@ def kernel_matches(spec: str, release: str) -> bool:
         raise UsageError(f"kernel({spec!r}): expected e.g. '>=6.6' (release {release!r})")
     op = _COMPARE[m.group(1) or "=="]
     return op((int(have.group(1)), int(have.group(2))), (int(m.group(2)), int(m.group(3))))
-
-
-def record_lock(record: Callable[[str, object], None], capture: CaptureResult) -> None:
-    """The kexec lock holder the kernel's log names at the panic (JUnit properties)."""
-    lock = capture.lock_at_panic
-    if lock is not None:
-        record("lock_holder", lock.holder.value)
-        if lock.caught_holder is not None:
-            record("lock_caught", lock.caught_in)
 
 
 @dataclass
@@ -243,8 +235,7 @@ class Scenario:
         except BaseException:
             guest.shutdown()    # a guest that did not boot is stopped at once
             raise
-        self.record_property("accel", guest.accel.name)
-        self.record_property("time.boot_to_kdump_ready", guest.times.kdump_ready)
+        record_guest(self.record_property, guest)
         return ScenarioGuest(guest, out, self.record_property)
 
     def run(self, profile: str = "trixie", *, kernel: OwnKernel | Path | None = None,
@@ -252,9 +243,13 @@ class Scenario:
             unplug: int = 0, unplug_cpus: int = 0, seed: int | None = None,
             timing: str = "burst", update: str = "auto", contention: tuple[str, ...] = (),
             trigger: str = "sysrq", cpus: tuple[int, ...] = (), panic_after: int | None = None,
-            during_reload: bool = False, expect: str = "accurate",
+            during_reload: bool = False, expect: str | None = "accurate",
             **config: Any) -> JobResult:
-        """The main job, as ``kdump-harness run`` does it; returns its ``JobResult``."""
+        """The main job, as ``kdump-harness run`` does it; returns its ``JobResult``.
+
+        ``expect=None``: the test judges the result itself (from the kernel's own
+        evidence); the job is run as if ``accurate`` were expected, and the JUnit XML says
+        ``expected=any``."""
         plan = plan_from_options(dimms=dimms, add_cpus=add_cpus, virtio_mem=virtio_mem,
                                  unplug=unplug, unplug_cpus=unplug_cpus, seed=seed,
                                  timing=timing)
@@ -266,14 +261,16 @@ class Scenario:
                                                                 "update")),
                        contention=specs, trigger=choose(Trigger, trigger, "trigger"),
                        trigger_cpus=cpus, panic_after=panic_after,
-                       during_reload=during_reload, expect=parse_result(expect, option="expect"))
+                       during_reload=during_reload,
+                       expect=parse_result(expect or "accurate", option="expect"))
         job = run_job(self._image(profile, kernel), guest_config, spec, self.out)
-        self._record_job(job)
+        self._record_job(job, judged_by_test=expect is None)
         return job
 
-    def _record_job(self, job: JobResult) -> None:
+    def _record_job(self, job: JobResult, *, judged_by_test: bool = False) -> None:
+        expected = JUDGED_BY_TEST if judged_by_test else job.expected.value
         for name, value in (("accel", job.accel), ("result", job.result.value),
-                            ("expected", job.expected.value),
+                            ("expected", expected),
                             ("family", job.result.family.value)):
             self.record_property(name, value)
         for phase, seconds in job.times.items():
