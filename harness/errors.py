@@ -14,6 +14,8 @@ Two families, kept apart because only the first may ever be retried::
     │   ├── DeadlineExceeded          a wait ran out of time (a slow host: see
     │   │                             KDUMP_HARNESS_TIMEOUT_SCALE); names what did not happen
     │   ├── EmulatorFault             a known QEMU fault (not the kernel's) ended every boot
+    │   ├── SnapshotError             a guest snapshot was not made, does not match, or its
+    │   │                             guest did not come back as it was saved
     │   └── EvidenceError             evidence the harness collected is unusable (e.g. the
     │                                 raw elfcorehdr read from guest memory does not parse)
     └── GuestError                    the guest misbehaved: this is a finding, never retried
@@ -118,6 +120,10 @@ class DeadlineExceeded(InfrastructureError):
 
 class EmulatorFault(InfrastructureError):
     """A known emulator fault (``signatures.EMULATOR_FAULTS``) ended the boot every time."""
+
+
+class SnapshotError(InfrastructureError):
+    """A guest snapshot could not be made, does not match its guest, or did not restore."""
 
 
 class EvidenceError(InfrastructureError):

@@ -84,6 +84,8 @@ class JobResult:
     lock_drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     #: Boot attempts that a known emulator fault ended before the one that ran.
     boot_faults: list[str] = field(default_factory=list)
+    #: The snapshot the guest was restored from (``GuestConfig.snapshot``), else None.
+    snapshot: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -100,7 +102,7 @@ class JobResult:
             "family": self.result.family.value, "passed": self.passed,
             "reason": self.reason, "accel": self.accel, "kernel_release": self.kernel_release,
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
-            "boot_faults": self.boot_faults,
+            "boot_faults": self.boot_faults, "snapshot": self.snapshot,
             "times": self.times, "run_dir": str(self.run_dir),
             "capture": self.capture.to_json_dict() if self.capture else None,
             "swarm": self.swarm.to_json_dict() if self.swarm else None,
@@ -151,8 +153,10 @@ def _boot_facts(job: JobResult, guest: Guest) -> None:
     job.accel = guest.accel.name if guest.state is not GuestState.NEW else ""
     job.boot_faults = list(guest.boot_faults)
     job.times.update(boot_to_userspace=guest.times.userspace,
-                     kdump_load=guest.times.guest_kdump_load,
+                     kdump_load=guest.times.guest_kdump_load, restore=guest.times.restore,
                      boot_to_kdump_ready=guest.times.kdump_ready)
+    if guest.restored_from is not None:
+        job.snapshot = str(guest.restored_from)
 
 
 def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
@@ -247,10 +251,12 @@ def _raw_header(capture: CaptureResult) -> Dump | None:
 
 
 def format_times(times: dict[str, float | None], order: Sequence[str] = (
-        "boot_to_userspace", "kdump_load", "boot_to_kdump_ready", "swarm_settle", "panic",
-        "panic_to_capture", "dump_write", "collect", "verify", "total")) -> str:
+        "boot_to_userspace", "kdump_load", "restore", "boot_to_kdump_ready", "swarm_settle",
+        "panic", "panic_to_capture", "dump_write", "collect", "verify", "total")) -> str:
     lines = []
     for key in order:
         value = times.get(key)
+        if key == "restore" and value is None:
+            continue        # a cold boot
         lines.append(f"  {key.replace('_', ' '):24} {'-' if value is None else f'{value:7.2f} s'}")
     return "\n".join(lines)

@@ -79,6 +79,16 @@ def check_profiles(setting: Setting, known: tuple[str, ...]) -> None:
                          f"(profiles.toml has {', '.join(known)})")
 
 
+def _switch(text: str) -> bool:
+    """on/off (also yes/no, true/false, 1/0)."""
+    word = text.strip().lower()
+    if word in ("on", "yes", "true", "1"):
+        return True
+    if word in ("off", "no", "false", "0"):
+        return False
+    raise ValueError("expected on or off")
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text else None
 
@@ -118,6 +128,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
     SettingSpec("mode", "KDUMP_HARNESS_MODE", _choice(CaptureMode), "headers",
                 "what the capture kernel saves in the scenarios: headers, elf, compressed, "
                 "full"),
+    SettingSpec("snapshot", "KDUMP_HARNESS_SNAPSHOT", _switch, "off",
+                "start scenario guests from a cached snapshot of the kdump-ready guest "
+                "(on/off): ~0.2 s instead of a boot; made on first use"),
     SettingSpec("artifacts", "KDUMP_HARNESS_ARTIFACTS", Path, "artifacts",
                 "directory for per-test evidence"),
     SettingSpec("keep", "KDUMP_HARNESS_KEEP", _choice(Keep), "failed",

@@ -42,6 +42,8 @@ class Timeouts:
     capture_boot: float = 30.0     # panic to capture-kernel userspace
     dump_write: float = 120.0      # capture userspace to "dump written"
     shutdown: float = 10.0
+    snapshot_save: float = 20.0    # a stopped guest's RAM and devices written to a file
+    snapshot_restore: float = 5.0  # QEMU start to a restored guest running again
     factor: float = 1.0
 
     @classmethod

@@ -63,6 +63,9 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
                    help="how hot-added memory comes online (online, online_movable, offline)")
     g.add_argument("--append", action="append", default=[], metavar="ARG",
                    help="extra first-kernel command line word (repeatable)")
+    g.add_argument("--snapshot", action="store_true", default=None,
+                   help="start from a cached snapshot of this guest taken kdump-ready (made "
+                        "on first use; default: KDUMP_HARNESS_SNAPSHOT, else off)")
     g.add_argument("--out", type=Path, help="run directory for the evidence "
                                             "(default: ./runs/<command>-<time>)")
     g.add_argument("--json", action="store_true", help="machine-readable output")
@@ -123,7 +126,9 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
         crashkernel=args.crashkernel, kexec=args.kexec,
         kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=current().accel,
         memhp_default_state=args.memhp_default_state or None,
-        kernel_args=(*args.append, *extra_kernel_args), **overrides)
+        kernel_args=(*args.append, *extra_kernel_args),
+        snapshot=current()["snapshot"] if args.snapshot is None else args.snapshot,
+        **overrides)
     cfg.validate()
     return cfg
 

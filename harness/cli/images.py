@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                               description="Remove every cached image except the current one "
                                           "of each Debian profile and flavour (builder, "
                                           "rootfs and lock changes leave old ones behind, "
-                                          "~100 MiB each). Downloaded packages stay.")
+                                          "~100 MiB each), and the guest snapshots of "
+                                          "images gone or of another QEMU build. "
+                                          "Downloaded packages stay.")
     prune.add_argument("--keep-custom", action="store_true",
                        help="keep images of your own kernels too")
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
@@ -189,6 +191,8 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from ..guest.accel import qemu_binary
+    from ..guest.snapshot import prune_snapshots
     from ..images.builder import prune_images
 
     removed = prune_images(keep_custom=args.keep_custom, dry_run=args.dry_run)
@@ -196,6 +200,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for directory, size in removed:
         print(f"{verb} {directory} ({_mib(size)})")
     print(f"{verb} {len(removed)} image(s), {_mib(sum(size for _, size in removed))}")
+    # Snapshots of those images, or of another QEMU build, can never be restored.
+    snapshots = prune_snapshots(binary=qemu_binary(), dry_run=args.dry_run,
+                                gone_images={directory for directory, _ in removed})
+    for directory, size in snapshots:
+        print(f"{verb} {directory} ({_mib(size)})")
+    print(f"{verb} {len(snapshots)} snapshot(s), {_mib(sum(size for _, size in snapshots))}")
     return 0
 
 

@@ -146,7 +146,9 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
         # No panic line seen: the panic happened between the trigger and this output.
         result.times.panic = None
         after_panic = panic_at
-    result.panic_window = (wall0 - 1.0, time.time() + 1.0)
+    # In the guest's clock, which a restored guest has from its snapshot (restore.py).
+    offset = guest.clock_offset
+    result.panic_window = (wall0 - 1.0 - offset, time.time() + 1.0 - offset)
     panic_time = t0 + (result.times.panic or 0.0)
 
     name, m = _first(guest, {"end": END_PANIC, "banner": CAPTURE_BANNER,

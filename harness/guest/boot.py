@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from ..errors import KdumpLoadError
+from ..signatures import EMULATOR_FAULTS
 from .config import Readiness
 from .kdump_sizing import explain_load_failure, reserved_size
 
@@ -61,11 +62,18 @@ def wait_booted(guest: Guest) -> None:
         guest.readiness = guest.read_readiness()
     guest.times.kdump_ready = since()
     guest.booted_mark = guest.console.mark()
-    (guest.workdir / "readiness.json").write_text(
-        json.dumps({"readiness": guest.readiness.values, "times": guest.times.as_dict(),
-                    "accel": asdict(guest.accel), "boot_faults": guest.boot_faults,
-                    "boot_kernel": str(guest.boot_kernel)},
-                   indent=2) + "\n")
+    write_readiness(guest)
+
+
+def write_readiness(guest: Guest) -> None:
+    """``readiness.json``: what the guest reported once ready, and how it got there."""
+    record = {"readiness": guest.readiness.values, "times": guest.times.as_dict(),
+              "accel": asdict(guest.accel), "boot_faults": guest.boot_faults,
+              "boot_kernel": str(guest.boot_kernel)}
+    if guest.restored_from is not None:
+        record |= {"restored_from": str(guest.restored_from),
+                   "clock_offset": round(guest.clock_offset, 3)}
+    (guest.workdir / "readiness.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _kdump_failure_reason(guest: Guest, rc: int) -> str:
@@ -75,3 +83,16 @@ def _kdump_failure_reason(guest: Guest, rc: int) -> str:
         reserved=reserved_size(guest.readiness.get("crashkernel")),
         kernel=guest.image.kernel_path,
         initrd=getattr(guest.image, "capture_initrd_path", None))
+
+
+def emulator_fault(guest: Guest) -> str | None:
+    """The known emulator fault that ended this boot, if any (TCG only)."""
+    if guest.accel.name != "tcg" or not hasattr(guest, "console"):
+        return None
+    text = guest.console.text()
+    for name, pattern in EMULATOR_FAULTS.items():
+        hit = pattern.search(text)
+        if hit:
+            rip = re.search(r"RIP: \S+:(\S+)", text[hit.start():])
+            return f"{name}" + (f" at {rip.group(1)}" if rip else "")
+    return None

@@ -27,17 +27,17 @@ from ..errors import (
     SshError,
 )
 from ..images.cache import default_cache_root
-from ..signatures import EMULATOR_FAULTS
 from ..timeouts import Timeouts
 from ..units import MiB
 from . import accel as accel_mod
-from .boot import wait_booted
+from .boot import emulator_fault, wait_booted
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
 from .health import console_health
 from .process import LIVE, die_with_parent, kill_process_group, log_tail
 from .qemu_args import GuestKernelOptions, MachineSpec, qemu_args, render_command
 from .qmp import Qmp
+from .restore import restore
 from .ssh import CommandResult, GuestSsh, SshKey
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,11 @@ class Guest:
         #: One line per boot attempt that an emulator fault ended (see ``launch``).
         self.boot_faults: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
+        #: The snapshot this guest was restored from (``config.snapshot``), and the host's
+        #: wall clock minus the guest's, read after the restore: the guest's clock is the
+        #: snapshot's (0 for a cold boot, whose clock comes from the host's RTC).
+        self.restored_from: Path | None = None
+        self.clock_offset = 0.0
         self._sockdir: Path | None = None
         self.launched_at = 0.0
         #: Where the console stood when the guest became RUNNING (``check_health`` scans on).
@@ -159,11 +164,15 @@ class Guest:
         self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
                                             self.cache_dir)
         self.timeouts = Timeouts.for_accel(self.accel.name)
+        if self.config.snapshot:
+            restore(self, binary)
+            self.state = GuestState.RUNNING
+            return
         while True:
             try:
                 self._launch_once(binary)
             except BootFailure as exc:
-                fault = self._emulator_fault()
+                fault = emulator_fault(self)
                 if fault is None:
                     raise
                 if len(self.boot_faults) >= self.config.boot_retries:
@@ -175,18 +184,6 @@ class Guest:
                 continue
             self.state = GuestState.RUNNING
             return
-
-    def _emulator_fault(self) -> str | None:
-        """The known emulator fault that ended this boot, if any (TCG only)."""
-        if self.accel.name != "tcg" or not hasattr(self, "console"):
-            return None
-        text = self.console.text()
-        for name, pattern in EMULATOR_FAULTS.items():
-            hit = pattern.search(text)
-            if hit:
-                rip = re.search(r"RIP: \S+:(\S+)", text[hit.start():])
-                return f"{name}" + (f" at {rip.group(1)}" if rip else "")
-        return None
 
     def _set_attempt_aside(self, fault: str) -> None:
         """Stop this attempt's QEMU and move its evidence to ``boot-attempt-N/``."""
@@ -207,12 +204,18 @@ class Guest:
         self._proc = None
 
     def _launch_once(self, binary: str) -> None:
+        self.start_qemu(binary, SshKey())
+        wait_booted(self)
+
+    def start_qemu(self, binary: str, key: SshKey, *, incoming: bool = False) -> None:
+        """Start QEMU, connect its console and QMP, find its SSH port; ``incoming``: it
+        waits for ``migrate-incoming`` (a snapshot's state) instead of booting."""
         # Unix socket paths are limited to 108 bytes: keep them out of deep artifact dirs.
         self._sockdir = Path(tempfile.mkdtemp(prefix="kh-"))
-        key = SshKey()
         key.save(self.workdir / "ssh-key")
         self._make_disks()
-        self.argv = qemu_args(self._spec(key), binary)
+        self.argv = qemu_args(self._spec(key), binary) + (
+            ["-incoming", "defer"] if incoming else [])
         (self.workdir / "qemu-cmdline.txt").write_text(render_command(self.argv) + "\n")
 
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
@@ -230,7 +233,6 @@ class Guest:
         self._accept_channels()
         self.ssh_port = self._forwarded_ssh_port()
         self.ssh = GuestSsh("127.0.0.1", self.ssh_port, key)
-        wait_booted(self)
 
     def _accept_channels(self) -> None:
         deadline = time.monotonic() + self.timeouts.qmp_command

@@ -39,8 +39,13 @@ class CommandResult:
 class SshKey:
     """A fresh ECDSA key pair for one guest (paramiko cannot generate Ed25519 keys)."""
 
-    def __init__(self) -> None:
-        self.key = paramiko.ECDSAKey.generate(bits=256)
+    def __init__(self, key: paramiko.ECDSAKey | None = None) -> None:
+        self.key = key or paramiko.ECDSAKey.generate(bits=256)
+
+    @classmethod
+    def load(cls, path: Path) -> SshKey:
+        """The key pair ``save`` wrote (a snapshot's guest trusts only its own)."""
+        return cls(paramiko.ECDSAKey.from_private_key_file(str(path)))
 
     @property
     def public_line(self) -> str:

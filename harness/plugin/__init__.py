@@ -25,8 +25,8 @@ MARKERS = (
     "guest: boots real QEMU guests (slow under TCG)",
     "profile(name): the guest profile the test needs (--kh-profiles deselects others)",
     "kernel(spec): skip unless the image's kernel release matches, e.g. kernel('>=6.6')",
-    "kh(accel=..., timeout_scale=..., mode=...): this test's own settings (beat the "
-    "command line, environment, ini)",
+    "kh(accel=..., timeout_scale=..., mode=..., snapshot=...): this test's own settings "
+    "(beat the command line, environment, ini)",
     "slow: a long scenario: not in the default run; run with -m slow or the nightly matrix",
     "seed000: kexec_trylock() failing under hot-plug (the kexec lock as a mutex, 2023)",
     "seed001: the kernel rewriting the elfcorehdr on CPU and memory hot-plug (2022)",

@@ -68,7 +68,8 @@ def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     scale = for_item(request.node, "timeout_scale")
     scenario = Scenario(request, image, artifact_dir,
                         accel=str(for_item(request.node, "accel").value),
-                        mode=str(for_item(request.node, "mode").value))
+                        mode=str(for_item(request.node, "mode").value),
+                        snapshot=bool(for_item(request.node, "snapshot").value))
     try:
         with settings_mod.configured(settings_mod.Settings({**process.values,
                                                             "timeout_scale": scale})):

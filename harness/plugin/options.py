@@ -21,9 +21,11 @@ from ..settings import Keep, Setting
 
 #: Settings the plugin offers as --kh-<name> options and kh_<name> ini keys.
 OPTIONS = ("artifacts", "keep", "accel", "profiles", "timeout_scale", "kernel", "modules",
-           "kernel_config", "mode", "cache", "mirror", "lock")
+           "kernel_config", "mode", "snapshot", "cache", "mirror", "lock")
 #: Settings a test may override with ``@pytest.mark.kh(...)``.
-PER_TEST = ("accel", "timeout_scale", "mode")
+PER_TEST = ("accel", "timeout_scale", "mode", "snapshot")
+#: Switches: the bare flag means on (``--kh-snapshot``), ``--kh-snapshot=off`` too.
+SWITCHES = ("snapshot",)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -32,7 +34,11 @@ def add_options(parser: pytest.Parser) -> None:
         spec = settings_mod.SETTINGS[name]
         flag = f"--kh-{name.replace('_', '-')}"
         text = f"{spec.help} (env {spec.env}; ini kh_{name})"
-        group.addoption(flag, dest=f"kh_{name}", default=None, help=text)
+        if name in SWITCHES:
+            group.addoption(flag, dest=f"kh_{name}", default=None, nargs="?", const="on",
+                            help=text)
+        else:
+            group.addoption(flag, dest=f"kh_{name}", default=None, help=text)
         parser.addini(f"kh_{name}", spec.help, default="")
 
 

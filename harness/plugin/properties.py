@@ -44,6 +44,9 @@ def record_guest(record: Record, guest: Guest) -> None:
     record("kernel_release", guest.image.kernel_release)
     record("accel", guest.accel.name)
     record("time.boot_to_kdump_ready", guest.times.kdump_ready)
+    if guest.restored_from is not None:
+        record("snapshot", guest.restored_from.name)
+        record("time.restore", guest.times.restore)
 
 
 def record_verdict(record: Record, verdict: Mapping[str, Any]) -> None:

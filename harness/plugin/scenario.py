@@ -181,13 +181,16 @@ class Scenario:
     """The ``kdump`` fixture: boots guests and runs the main job for one test."""
 
     def __init__(self, request: pytest.FixtureRequest, image: Callable[..., Any],
-                 artifact_dir: Path, accel: str, mode: str) -> None:
+                 artifact_dir: Path, accel: str, mode: str, snapshot: bool = False) -> None:
         self.request = request
         self.image = image
         self.out = artifact_dir
         self.accel = accel
         self.mode = mode
+        #: Guests start from a snapshot (``--kh-snapshot``; ``kh(snapshot=...)`` per test).
+        self.snapshot = snapshot
         self.guests: list[Guest] = []
+        self.jobs: list[JobResult] = []
         self.record_property("evidence", str(artifact_dir))
         self.record_property("accel_setting", accel)
 
@@ -211,6 +214,7 @@ class Scenario:
         specs = [parse_contention(c) for c in contention]
         config.setdefault("accel", self.accel)
         config.setdefault("capture_mode", self.mode)
+        config.setdefault("snapshot", self.snapshot)
         config["kernel_args"] = (*config.get("kernel_args", ()),
                                  *boot_args_for(specs, config.get("kernel_args", ())))
         if virtio_mem:
@@ -263,7 +267,10 @@ class Scenario:
                        trigger_cpus=cpus, panic_after=panic_after,
                        during_reload=during_reload,
                        expect=parse_result(expect or "accurate", option="expect"))
-        job = run_job(self._image(profile, kernel), guest_config, spec, self.out)
+        # A second job in one test gets its own evidence directory.
+        out = self.out if not self.jobs else self.out / f"run{len(self.jobs)}"
+        job = run_job(self._image(profile, kernel), guest_config, spec, out)
+        self.jobs.append(job)
         self._record_job(job, judged_by_test=expect is None)
         return job
 

@@ -1,0 +1,91 @@
+"""Starting a guest from its snapshot (``GuestConfig.snapshot``) instead of booting it.
+
+A new QEMU with the snapshot's command line (the same image, kernel command line, SSH key
+and devices; its own sockets, SSH port forward and fresh dump disks) waits with
+``-incoming defer`` and loads the snapshot's state.  What the guest keeps from the
+snapshot is handled, not assumed:
+
+* its clock is the snapshot's (guest time stood still while it was saved): the host's wall
+  clock minus the guest's is read once it runs (``Guest.clock_offset``) and every
+  comparison with a guest time (CRASHTIME) takes it off;
+* its random state is the snapshot's: QEMU's ``vmgenid`` gets a new generation ID at every
+  start, and Linux (5.18+, ``CONFIG_VMGENID``) reseeds its CRNG the moment it sees it
+  change; ``virtio-rng`` feeds it the host's entropy from then on (``qemu_args``);
+* its readiness record is read again and must be the snapshot's (the capture kernel
+  loaded, the same syscall, the same reservation), or the restore is refused.
+
+``times.restore`` is QEMU's start to the guest running again, ``times.kdump_ready`` QEMU's
+start to the readiness record checked: the same meaning as after a cold boot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import SnapshotError
+from .boot import write_readiness
+from .config import Readiness
+from .snapshot import CAPABILITIES, Snapshot, ensure_snapshot, wait_migration
+from .ssh import SshKey
+
+if TYPE_CHECKING:
+    from .machine import Guest
+
+#: Readiness keys that change while a guest runs; the rest must survive the restore.
+_VOLATILE = ("uptime",)
+#: One round trip: the guest's wall clock, then its readiness record.
+_CHECK = "date +%s.%N; /harness/readiness"
+
+
+def restore(guest: Guest, binary: str) -> None:
+    """Start ``guest`` from its snapshot (made now if the cache has none) and check it."""
+    snap = ensure_snapshot(guest.image, guest.config, accel=guest.accel.name, binary=binary,
+                           cache_dir=guest.cache_dir)
+    guest.restored_from = snap.directory
+    guest.start_qemu(binary, SshKey.load(snap.ssh_key_path), incoming=True)
+    t = guest.timeouts
+    what = f"restoring the snapshot {snap.directory.name}"
+    guest.qmp.execute("migrate-set-capabilities", {"capabilities": CAPABILITIES})
+    guest.qmp.execute("migrate-incoming", {"uri": f"file:{snap.state_path}"})
+    wait_migration(guest, t.snapshot_restore, what)
+    # Saved stopped, so it stays paused after the load (QEMU does not autostart it).
+    guest.qmp.execute("cont")
+    guest.times.restore = time.monotonic() - guest.launched_at
+    guest.ssh.connect(timeout=t.ssh_connect)
+    guest.times.ssh_ready = time.monotonic() - guest.launched_at
+    check_restored(guest, snap)
+    guest.times.kdump_ready = time.monotonic() - guest.launched_at
+    guest.booted_mark = guest.console.mark()
+    # The evidence of the boot this guest did not do here: the snapshot's.
+    shutil.copyfile(snap.directory / "console-boot.log", guest.workdir / "console-boot.log")
+    write_readiness(guest)
+
+
+def check_restored(guest: Guest, snap: Snapshot) -> None:
+    """Read the guest's clock and readiness record; refuse a guest that is not the one
+    saved."""
+    before = time.time()
+    out = guest.run(_CHECK, check=True).stdout
+    after = time.time()
+    first, _, report = out.partition("\n")
+    try:
+        guest_wall = float(first)
+    except ValueError:
+        raise SnapshotError(f"the restored guest's clock is unreadable: {first!r}") from None
+    guest.clock_offset = (before + after) / 2 - guest_wall
+    guest.readiness = Readiness.parse(report)
+    now = {k: v for k, v in guest.readiness.values.items() if k not in _VOLATILE}
+    then = {k: v for k, v in snap.readiness.items() if k not in _VOLATILE}
+    if now != then:
+        changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+        raise SnapshotError(
+            f"the guest restored from {snap.directory.name} is not the one saved: "
+            + ", ".join(f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in changed))
+    if guest.config.kexec != "none" and not guest.readiness.kdump_loaded:
+        raise SnapshotError(f"the guest restored from {snap.directory.name} has no capture "
+                            "kernel loaded")
+
+
+__all__ = ["check_restored", "restore"]

@@ -1,0 +1,182 @@
+"""Snapshots without QEMU: the key, what a snapshot on disk must hold, the restore's check
+of the guest it got back, and the options that ask for one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.errors import SnapshotError, UsageError
+from harness.guest import GuestConfig
+from harness.guest import snapshot as snap_mod
+from harness.guest.config import Readiness
+from harness.guest.qemu_args import MachineSpec, qemu_args
+from harness.guest.restore import check_restored
+from harness.guest.snapshot import RECORD_FILE, Snapshot, SnapshotKey
+from harness.model import Accel
+from harness.settings import resolve
+
+READY = {"release": "6.12.117+deb13-cloud-amd64", "uptime": "4.10", "kexec_crash_loaded": "1",
+         "kdump_syscall": "file", "crashkernel": "2e000000-3dffffff,"}
+
+
+@pytest.fixture(autouse=True)
+def qemu_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snap_mod, "qemu_version_line",
+                        lambda binary: "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)")
+
+
+def image(tmp_path: Path, key: str = "57d6b348468bb0e7aa") -> Any:
+    directory = tmp_path / f"trixie-cloud-{key[:16]}"
+    return SimpleNamespace(profile="trixie", kernel_path=directory / "vmlinuz",
+                           initrd_path=directory / "initrd.cpio", directory=directory, key=key,
+                           kernel_release=READY["release"])
+
+
+def key(tmp_path: Path, config: GuestConfig | None = None, accel: str = "tcg",
+        **image_kw: Any) -> SnapshotKey:
+    return SnapshotKey.of(image(tmp_path, **image_kw), config or GuestConfig(), accel=accel,
+                          binary="qemu-system-x86_64")
+
+
+def test_the_key_ignores_per_run_fields_and_keys_the_accelerator_that_runs(
+        tmp_path: Path) -> None:
+    base = key(tmp_path)
+    assert key(tmp_path, GuestConfig(snapshot=True, boot_retries=3, accel=Accel.KVM)) == base
+    assert "accel" not in base.config and "snapshot" not in base.config
+    assert key(tmp_path, accel="kvm").digest != base.digest
+
+
+@pytest.mark.parametrize("change", [
+    {"memory": 2 << 30}, {"cpus": 1}, {"kernel_args": ("preempt=full",)}, {"kexec": "classic"},
+    {"capture_mode": "elf"}, {"crashkernel": "384M"}, {"qemu_args": ("-device", "x")},
+])
+def test_anything_that_shapes_the_guest_changes_the_key(tmp_path: Path,
+                                                        change: dict[str, Any]) -> None:
+    changed = key(tmp_path, replace(GuestConfig(), **change))
+    assert changed.digest != key(tmp_path).digest
+    assert [d.split(":")[0] for d in changed.differences(key(tmp_path))] == [
+        f"config.{next(iter(change))}"]
+
+
+def test_another_image_or_qemu_is_another_snapshot(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    base = key(tmp_path)
+    assert key(tmp_path, key="0123456789abcdef00").digest != base.digest
+    monkeypatch.setattr(snap_mod, "qemu_version_line", lambda binary: "QEMU 10.1.0")
+    other = key(tmp_path)
+    assert other.digest != base.digest
+    assert other.differences(base) == [
+        "qemu: 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)' -> 'QEMU 10.1.0'"]
+
+
+def write_snapshot(directory: Path, k: SnapshotKey, *, state: bool = True) -> None:
+    directory.mkdir(parents=True)
+    (directory / "ssh-key").write_text("key")
+    if state:
+        (directory / "state.ram").write_bytes(b"\0" * 4096)
+    record = {"key": json.loads(json.dumps(k.__dict__)), "readiness": READY,
+              "saved_at": 1.0, "save_seconds": 1.2, "boot_seconds": 5.1}
+    (directory / RECORD_FILE).write_text(json.dumps(record))
+
+
+def test_a_snapshot_loads_only_whole_and_for_its_own_key(tmp_path: Path) -> None:
+    k = key(tmp_path)
+    write_snapshot(tmp_path / "s", k)
+    loaded = Snapshot.load(tmp_path / "s", k)
+    assert loaded.key == k and loaded.readiness == READY and loaded.boot_seconds == 5.1
+    other = key(tmp_path, GuestConfig(cpus=1))
+    with pytest.raises(SnapshotError, match=r"made for another guest: config.cpus: 2 -> 1"):
+        Snapshot.load(tmp_path / "s", other)
+    write_snapshot(tmp_path / "torn", k, state=False)
+    with pytest.raises(SnapshotError, match="not a complete snapshot"):
+        Snapshot.load(tmp_path / "torn", k)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / RECORD_FILE).write_text("{")
+    with pytest.raises(SnapshotError, match="not a complete snapshot"):
+        Snapshot.load(tmp_path / "bad")
+
+
+class RestoredGuest:
+    """What ``check_restored`` uses of a Guest: ``run`` and ``config``."""
+
+    def __init__(self, stdout: str, config: GuestConfig | None = None) -> None:
+        self.stdout = stdout
+        self.config = config or GuestConfig()
+        self.readiness = Readiness()
+        self.clock_offset = 0.0
+
+    def run(self, command: str, **kw: Any) -> Any:
+        assert command.startswith("date +%s.%N;")
+        return SimpleNamespace(stdout=self.stdout)
+
+
+def report(**changes: str) -> str:
+    return "\n".join(f"{k}={v}" for k, v in {**READY, **changes}.items()) + "\n"
+
+
+def snapshot(tmp_path: Path) -> Snapshot:
+    return Snapshot(tmp_path / "trixie-cloud-x-abc", key(tmp_path), READY, 1.0, 1.2, 5.1)
+
+
+def test_the_restored_guest_must_be_the_one_saved(tmp_path: Path) -> None:
+    guest = RestoredGuest("1000.5\n" + report(uptime="4.31"))
+    check_restored(guest, snapshot(tmp_path))  # type: ignore[arg-type]
+    assert guest.readiness.kdump_loaded
+    assert guest.clock_offset > 1.7e9       # the host's clock is decades after 1000 s
+    moved = RestoredGuest("1000.5\n" + report(kexec_crash_loaded="0", kdump_syscall="classic"))
+    with pytest.raises(SnapshotError, match=r"not the one saved: kdump_syscall 'file' -> "
+                                            r"'classic', kexec_crash_loaded '1' -> '0'"):
+        check_restored(moved, snapshot(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(SnapshotError, match="clock is unreadable: '%N'"):
+        check_restored(RestoredGuest("%N\n" + report()), snapshot(tmp_path))  # type: ignore[arg-type]
+
+
+def test_every_guest_gets_vmgenid_and_virtio_rng() -> None:
+    spec = MachineSpec(kernel=Path("k"), initrd=Path("i"), append="", qmp_socket=Path("q"),
+                       console_socket=Path("c"))
+    argv = qemu_args(spec)
+    assert "vmgenid,guid=auto" in argv and "virtio-rng-pci,rng=rng0" in argv
+    assert "-incoming" not in argv
+    assert "vmgenid,guid=auto" not in qemu_args(replace(spec, entropy=False))
+
+
+@pytest.mark.parametrize(("text", "value"), [("on", True), ("1", True), ("yes", True),
+                                             ("off", False), ("False", False)])
+def test_the_snapshot_setting_is_a_switch(text: str, value: bool) -> None:
+    assert resolve("snapshot", cli=text, env={}).value is value
+    assert resolve("snapshot", env={"KDUMP_HARNESS_SNAPSHOT": text}).value is value
+
+
+def test_a_bad_snapshot_setting_names_its_source() -> None:
+    with pytest.raises(UsageError, match=r"KDUMP_HARNESS_SNAPSHOT='maybe': expected on or off"):
+        resolve("snapshot", env={"KDUMP_HARNESS_SNAPSHOT": "maybe"})
+    assert resolve("snapshot", env={}).value is False
+
+
+def test_prune_removes_snapshots_of_gone_images_other_qemus_and_torn_builds(
+        tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    kept_image, gone_image = images / "trixie-cloud-aaaa", images / "sid-cloud-bbbb"
+    for d in (kept_image, gone_image):
+        d.mkdir(parents=True)
+    root = tmp_path / "snapshots"
+    mine = key(tmp_path)
+    keys = {"kept": replace(mine, image=kept_image.name),
+            "gone": replace(mine, image=gone_image.name),
+            "orphan": replace(mine, image="bookworm-cloud-cccc"),
+            "old-qemu": replace(mine, image=kept_image.name, qemu="QEMU 9.2.0")}
+    for name, k in keys.items():
+        write_snapshot(root / name, k)
+    (root / "young-torn").mkdir()
+    removed = snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", dry_run=True,
+                                       gone_images={gone_image})
+    assert sorted(d.name for d, _ in removed) == ["gone", "old-qemu", "orphan"]
+    assert (root / "gone").is_dir()                     # a dry run removes nothing
+    snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", gone_images={gone_image})
+    assert sorted(p.name for p in root.iterdir()) == ["kept", "young-torn"]
