@@ -127,7 +127,8 @@ def guest_config(args: argparse.Namespace, *, extra_kernel_args: tuple[str, ...]
         kexec_hotplug=not args.no_kexec_hotplug, capture_mode=capture, accel=current().accel,
         memhp_default_state=args.memhp_default_state or None,
         kernel_args=(*args.append, *extra_kernel_args),
-        snapshot=current()["snapshot"] if args.snapshot is None else args.snapshot,
+        snapshot=(current()["snapshot"] if getattr(args, "snapshot", None) is None
+                  else args.snapshot),
         **overrides)
     cfg.validate()
     return cfg

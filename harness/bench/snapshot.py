@@ -1,0 +1,98 @@
+"""Benchmarks of snapshot-restored guests (issue 11's targets).
+
+``bench_restore``: QEMU start to the guest running again, to SSH, to kdump-ready (its
+readiness record checked), over guests restored from one snapshot.  ``bench_streams``:
+verified crash cycles per hour, ``streams`` parallel streams of ``kdump-harness run`` one
+after the other, cold and restored, measured in one call so both see the same host.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..guest import Guest, GuestConfig
+from .stats import Summary, summarize
+
+
+def bench_restore(image: Any, runs: int, config: GuestConfig,
+                  report: Callable[[str], None]) -> list[Summary]:
+    """Restore ``runs`` guests from one snapshot (made first, not timed)."""
+    config = replace(config, snapshot=True)
+    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
+        with Guest(image, config, Path(tmp) / "warm-up") as g:
+            report(f"  snapshot {g.restored_from}")
+        restore, ssh, ready = [], [], []
+        for i in range(runs):
+            with Guest(image, config, Path(tmp) / f"run{i}") as g:
+                t = g.times
+                restore.append(t.restore)
+                ssh.append(t.ssh_ready)
+                ready.append(t.kdump_ready)
+                report(f"  run {i + 1}: running {t.restore:.3f} s, kdump-ready "
+                       f"{t.kdump_ready:.3f} s, guest clock {g.clock_offset:+.1f} s behind")
+    return [summarize("restore: QEMU start to running", restore),
+            summarize("restore: to SSH", ssh),
+            summarize("restore to kdump-ready", ready)]
+
+
+@dataclass(frozen=True)
+class StreamsResult:
+    """Cycles run by parallel streams in ``seconds`` of wall time."""
+
+    label: str
+    seconds: float
+    results: tuple[str, ...]
+
+    @property
+    def verified(self) -> int:
+        return sum(r in ("accurate", "stale") for r in self.results)
+
+    @property
+    def per_hour(self) -> float:
+        return self.verified * 3600 / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        others = [r for r in self.results if r not in ("accurate", "stale")]
+        return (f"{self.label:34} {self.per_hour:7.0f} verified cycles/hour  "
+                f"({self.verified} in {self.seconds:.1f} s"
+                + (f"; not verified: {', '.join(others)}" if others else "") + ")")
+
+
+def _stream(args: list[str], cycles: int, out: Path) -> list[str]:
+    """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process."""
+    results = []
+    for i in range(cycles):
+        argv = [sys.executable, "-m", "harness", "run", "--json", "--out", str(out / str(i)),
+                *args]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:
+            results.append(str(json.loads(done.stdout)["result"]))
+        except (ValueError, KeyError):
+            results.append(f"exit {done.returncode}")
+    return results
+
+
+def bench_streams(label: str, args: list[str], cycles: int, streams: int,
+                  report: Callable[[str], None]) -> StreamsResult:
+    """``streams`` parallel streams of ``cycles`` runs each; wall time of them all."""
+    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
+        started = time.monotonic()
+        with ThreadPoolExecutor(streams) as pool:
+            futures = [pool.submit(_stream, args, cycles, Path(tmp) / f"stream{s}")
+                       for s in range(streams)]
+            results = tuple(r for f in futures for r in f.result())
+        result = StreamsResult(label, time.monotonic() - started, results)
+    report(f"  {result.line()}")
+    return result
+
+
+__all__ = ["StreamsResult", "bench_restore", "bench_streams"]
