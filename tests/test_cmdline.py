@@ -9,7 +9,7 @@ from harness.units import GiB, MiB, format_size, parse_size
 
 def spec(**kw: object) -> MachineSpec:
     base = dict(kernel=Path("/k"), initrd=Path("/i"), append="console=ttyS0",
-                qmp_socket=Path("/s/qmp"), console_socket=Path("/s/con"))
+                qmp_socket=Path("/s/qmp"), console_path=Path("/s/con"))
     base.update(kw)
     return MachineSpec(**base)  # type: ignore[arg-type]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.crash import capture as crash
+from harness.errors import LostVMError
 from harness.guest.console import Console, LineBuffer
 
 CAPTURE = (
@@ -26,7 +28,7 @@ PATTERNS = {"start": crash._CAPTURE_START, "written": crash._DUMP_WRITTEN,
 
 
 def console(tmp_path: Path) -> Console:
-    return Console(tmp_path / "console.sock", tmp_path / "console.log")
+    return Console(tmp_path / "console", tmp_path / "console.log")
 
 
 def chunked(text: str, cuts: list[int]) -> list[str]:
@@ -110,3 +112,48 @@ def test_crash_signatures_wait_for_the_whole_line(tmp_path: Path) -> None:
     c.feed("ing: sysrq triggered crash\n")
     m = c.find(crash.PANIC)
     assert m is not None and m.groups[0] == "sysrq triggered crash"
+
+
+def test_a_lagging_reader_loses_nothing_of_a_burst_of_one_byte_writes(tmp_path: Path) -> None:
+    """QEMU's 16550 writes a byte per write(2): a Unix socket refused the 279th while the
+    reader lagged (QEMU then drops output); the FIFO takes 1 MiB of them."""
+    c = console(tmp_path)
+    c.listen()
+    # QEMU opens both FIFOs read-write (chardev/char-pipe.c) and sets them non-blocking.
+    qemu = os.open(f"{tmp_path / 'console'}.out", os.O_RDWR | os.O_NONBLOCK)
+    line = "[    0.000000] Kernel command line: console=ttyS0,115200 elfcorehdr=0x2e000000\n"
+    burst = (line * (256 * 1024 // len(line))).encode()
+    for byte in burst:              # nobody reads yet: the drain thread starts in accept
+        os.write(qemu, bytes([byte]))
+    c.accept(timeout=5)
+    os.close(qemu)                  # QEMU exits: the stream ends
+    assert c.wait_eof(timeout=10)
+    assert c.text() == burst.decode()
+    c.close()
+
+
+def test_accept_waits_for_qemu_and_gives_up_when_it_died(tmp_path: Path) -> None:
+    c = console(tmp_path)
+    c.listen()
+    with pytest.raises(LostVMError, match="exited before connecting its serial console"):
+        c.accept(timeout=5, still_running=lambda: False)
+    c.close()
+    late = console(tmp_path / "late")
+    (tmp_path / "late").mkdir()
+    late.listen()
+    with pytest.raises(LostVMError, match=r"did not connect its serial console within 0\.2 s"):
+        late.accept(timeout=0.2)
+    late.close()
+
+
+def test_typed_input_reaches_the_serial_port(tmp_path: Path) -> None:
+    c = console(tmp_path)
+    c.listen()
+    qemu_in = os.open(f"{tmp_path / 'console'}.in", os.O_RDWR | os.O_NONBLOCK)
+    qemu_out = os.open(f"{tmp_path / 'console'}.out", os.O_RDWR | os.O_NONBLOCK)
+    c.accept(timeout=5)
+    c.send("cat /proc/cmdline")
+    assert os.read(qemu_in, 100) == b"cat /proc/cmdline\n\n\n"
+    for fd in (qemu_in, qemu_out):
+        os.close(fd)
+    c.close()

@@ -1,10 +1,15 @@
 """The serial console: drained to a timestamped log, scanned for crash signatures.
 
-QEMU connects its serial chardev to a Unix socket we listen on, so nothing the guest
-prints before we are ready is lost.  A daemon thread reads it through pexpect's
-``fdspawn`` and appends every line to ``console.log`` with a host timestamp; waiters
-look for patterns in the accumulated text.  Every wait fails at once on a kernel panic
-(unless the caller expects one) instead of timing out later, as QEMU's functional tests do.
+QEMU writes the serial port into a FIFO (``-chardev pipe``) we made and opened before it
+started, so nothing the guest prints before we are ready is lost.  Not a Unix socket:
+QEMU's 16550 writes one byte per write(2), a socket charges each such write ~768 bytes
+of its 208 KiB send buffer, so a reader that lags by ~280 characters (two CPU hogs were
+enough) made QEMU drop console output after four retries (seen: a capture kernel's
+``Kernel command line:`` line lost).  A FIFO holds 1 MiB of characters.  A daemon
+thread reads it through pexpect's ``fdspawn`` and appends every line to ``console.log``
+with a host timestamp; waiters look for patterns in the accumulated text.  Every wait
+fails at once on a kernel panic (unless the caller expects one) instead of timing out
+later, as QEMU's functional tests do.
 
 Only complete lines are ever matched.  Under load the serial port delivers a line in
 pieces, and a pattern whose tail is ``\\S+`` or ``[\\d.]+`` then matches the first piece:
@@ -17,8 +22,9 @@ arrives, or when the console closes (the end of the stream ends the line too).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -73,14 +79,22 @@ class ConsoleMatch:
     at: float          # host monotonic time the matching text arrived (approx.)
 
 
-class Console:
-    """One guest's serial console.  ``listen()`` before QEMU starts, ``accept()`` after."""
+#: Linux's F_SETPIPE_SZ (fcntl.h); 1 MiB is /proc/sys/fs/pipe-max-size's default.
+_F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1 << 20
 
-    def __init__(self, socket_path: Path, log_path: Path) -> None:
-        self.socket_path = socket_path
+
+class Console:
+    """One guest's serial console.  ``listen()`` before QEMU starts, ``accept()`` after.
+
+    ``path`` is the base QEMU's ``-chardev pipe,path=`` gets: the guest's output goes
+    into ``path.out``, the serial shell's input comes from ``path.in``.
+    """
+
+    def __init__(self, path: Path, log_path: Path) -> None:
+        self.path = path
         self.log_path = log_path
-        self._server: socket.socket | None = None
-        self._conn: socket.socket | None = None
+        self._fd: int | None = None
         self._child: pexpect.fdpexpect.fdspawn | None = None
         # Complete lines only (each ending in "\n"); the line still arriving is in _lines.
         self._text: list[str] = []
@@ -96,41 +110,43 @@ class Console:
 
     # -- lifecycle ------------------------------------------------------------------------
     def listen(self) -> None:
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(self.socket_path))
-        self._server.listen(1)
+        """Make the FIFOs and open the output one (no writer yet: reads see end of file)."""
+        for end in ("in", "out"):
+            os.mkfifo(f"{self.path}.{end}", 0o600)
+        self._fd = os.open(f"{self.path}.out", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass    # a lower pipe-max-size: the default 64 KiB still beats a socket
 
     def accept(self, timeout: float, still_running: Callable[[], bool] | None = None) -> None:
-        """Wait for QEMU to connect; give up early once ``still_running()`` says it exited."""
-        server = self._server
-        assert server is not None, "listen() first"
-        server.settimeout(0.2)          # each attempt waits this long for QEMU
+        """Wait for QEMU to open the FIFO; give up early once ``still_running()`` says it
+        exited.  A FIFO without a writer reads as end of file, with one as empty."""
+        fd = self._fd
+        assert fd is not None, "listen() first"
+        first: list[bytes] = []
 
-        def connected() -> socket.socket | None:
+        def connected() -> bool:
             try:
-                return server.accept()[0]
-            except TimeoutError:
-                return None
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return True         # a writer, nothing written yet
+            first.append(chunk)
+            return bool(chunk)      # b"": no writer yet
 
         def qemu_alive() -> None:
             if still_running is not None and not still_running():
                 raise LostVMError("QEMU exited before connecting its serial console")
 
-        try:
-            conn = poll(connected, deadline=Deadline(timeout, "QEMU connecting its console"),
-                        interval=0.0, health=qemu_alive)
-        finally:
-            server.close()
-            self._server = None
-        if conn is None:
+        if not poll(connected, deadline=Deadline(timeout, "QEMU connecting its console"),
+                    interval=0.01, health=qemu_alive):
             raise LostVMError(f"QEMU did not connect its serial console within {timeout:.1f} s")
-        self._conn = conn
-        self._conn.settimeout(None)
-        self._child = pexpect.fdpexpect.fdspawn(self._conn.fileno(), encoding="utf-8",
-                                                codec_errors="replace")
+        self._child = pexpect.fdpexpect.fdspawn(fd, encoding="utf-8", codec_errors="replace")
         # Lives as long as the console: the drain thread appends until close().
         self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self._t0 = time.monotonic()
+        if first and first[-1]:
+            self.feed(first[-1].decode("utf-8", errors="replace"))
         self._thread = threading.Thread(target=self._drain, name="console-drain", daemon=True)
         self._thread.start()
 
@@ -138,12 +154,12 @@ class Console:
         self._closed = True
         if self._thread is not None:
             self._thread.join(timeout=2)
-        for s in (self._conn, self._server):
-            if s is not None:
-                try:
-                    s.close()
-                except OSError:
-                    pass
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
         with self._cond:
             self._end_of_stream()
             if self._log is not None:
@@ -301,4 +317,11 @@ class Console:
         input, so a few newlines follow to push it through)."""
         if self._child is None:
             raise LostVMError("console is not connected")
-        self._child.send(text + "\n\n\n")
+        try:
+            fd = os.open(f"{self.path}.in", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:      # ENXIO: QEMU no longer has it open
+            raise LostVMError(f"console input is gone: {exc}") from None
+        try:
+            os.write(fd, (text + "\n\n\n").encode())
+        finally:
+            os.close(fd)

@@ -126,7 +126,7 @@ class Guest:
         return MachineSpec(
             kernel=self.boot_kernel, initrd=self.image.initrd_path,
             append=self._kernel_options(key).render(),
-            qmp_socket=self._sockdir / "qmp.sock", console_socket=self._sockdir / "console.sock",
+            qmp_socket=self._sockdir / "qmp.sock", console_path=self._sockdir / "console",
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
             firmware=firmware, extra_args=c.qemu_args)
@@ -221,7 +221,7 @@ class Guest:
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
                        timeout=self.timeouts.qmp_command, explain_lost=self._why_lost)
         self.qmp.start()
-        self.console = Console(self._sockdir / "console.sock", self.workdir / "console.log")
+        self.console = Console(self._sockdir / "console", self.workdir / "console.log")
         self.console.listen()
 
         with open(self.workdir / "qemu.log", "wb") as qemu_log:

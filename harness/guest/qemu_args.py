@@ -22,7 +22,7 @@ class MachineSpec:
     initrd: Path
     append: str
     qmp_socket: Path
-    console_socket: Path
+    console_path: Path            # FIFOs PATH.in and PATH.out (console.py)
     accel: str = "tcg"                       # "tcg" or "kvm"
     memory: int = 1 * GiB
     memory_slots: int = 64
@@ -92,7 +92,7 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", spec.append,
-        "-chardev", f"socket,id=console,path={spec.console_socket}",
+        "-chardev", f"pipe,id=console,path={spec.console_path}",
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,path={spec.qmp_socket}",
         "-mon", "chardev=qmp,mode=control",
