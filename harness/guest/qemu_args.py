@@ -33,7 +33,8 @@ class MachineSpec:
     disks: tuple[Path, ...] = ()              # raw virtio-blk disks (dump targets)
     firmware: Path | None = None              # e.g. qboot.rom; None = QEMU's default SeaBIOS
     tcg_cpu_hotplug_quirk: bool = True        # see _cpu_args
-    entropy: bool = True                      # virtio-rng and vmgenid (see qemu_args)
+    rng: bool = True                          # virtio-rng: the host's entropy
+    vmgenid: bool = False                     # a snapshot's guests (see qemu_args)
     extra_args: tuple[str, ...] = field(default=())
 
     def validate(self) -> None:
@@ -104,14 +105,14 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         # the harness reads the chosen port back with "info usernet".
         args += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
                  "-device", "virtio-net-pci,netdev=net0,romfile="]
-    if spec.entropy:
-        # A snapshot's guests must not share its random state: vmgenid's generation ID is
-        # new at every QEMU start, and Linux 5.18+ (CONFIG_VMGENID) reseeds its CRNG when
-        # it changes; virtio-rng feeds the host's entropy after that.  Cold guests have
-        # them too: a snapshot is the cold guest's machine, device for device.
+    if spec.rng:
         args += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
-                 "-device", "virtio-rng-pci,rng=rng0",
-                 "-device", "vmgenid,guid=auto"]
+                 "-device", "virtio-rng-pci,rng=rng0"]
+    if spec.vmgenid:
+        # A snapshot's guests must not share its random state: vmgenid's generation ID is
+        # new at every QEMU start, and Linux 5.18+ (CONFIG_VMGENID) reseeds its CRNG the
+        # moment it changes (virtio-rng alone would wait for the next scheduled reseed).
+        args += ["-device", "vmgenid,guid=auto"]
     for i, disk in enumerate(spec.disks):
         args += ["-drive", f"file={qemu_escape(str(disk))},format=raw,if=none,id=disk{i},"
                            "cache=unsafe",

@@ -20,6 +20,7 @@ start to the readiness record checked: the same meaning as after a cold boot.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from typing import TYPE_CHECKING
@@ -35,8 +36,22 @@ if TYPE_CHECKING:
 
 #: Readiness keys that change while a guest runs; the rest must survive the restore.
 _VOLATILE = ("uptime",)
-#: One round trip: the guest's wall clock, then its readiness record.
-_CHECK = "date +%s.%N; /harness/readiness"
+#: One round trip: the guest's wall clock (busybox's date has no %N; adjtimex(2) gives
+#: microseconds), then its readiness record.
+_CHECK = "adjtimex; echo ==readiness==; /harness/readiness"
+_ADJTIMEX = re.compile(r"^\s*(status|time\.tv_sec|time\.tv_usec):\s*(\d+)", re.MULTILINE)
+#: adjtimex(2) status bit: time.tv_usec holds nanoseconds (include/uapi/linux/timex.h).
+_STA_NANO = 0x2000
+
+
+def guest_wall_clock(adjtimex_output: str) -> float:
+    """The guest's wall clock from busybox ``adjtimex``'s report (``SnapshotError`` if it
+    is not one)."""
+    fields = {k: int(v) for k, v in _ADJTIMEX.findall(adjtimex_output)}
+    if not {"time.tv_sec", "time.tv_usec"} <= fields.keys():
+        raise SnapshotError(f"the restored guest's clock is unreadable: {adjtimex_output!r}")
+    scale = 1e-9 if fields.get("status", 0) & _STA_NANO else 1e-6
+    return fields["time.tv_sec"] + fields["time.tv_usec"] * scale
 
 
 def restore(guest: Guest, binary: str) -> None:
@@ -69,12 +84,8 @@ def check_restored(guest: Guest, snap: Snapshot) -> None:
     before = time.time()
     out = guest.run(_CHECK, check=True).stdout
     after = time.time()
-    first, _, report = out.partition("\n")
-    try:
-        guest_wall = float(first)
-    except ValueError:
-        raise SnapshotError(f"the restored guest's clock is unreadable: {first!r}") from None
-    guest.clock_offset = (before + after) / 2 - guest_wall
+    clock, _, report = out.partition("==readiness==\n")
+    guest.clock_offset = (before + after) / 2 - guest_wall_clock(clock)
     guest.readiness = Readiness.parse(report)
     now = {k: v for k, v in guest.readiness.values.items() if k not in _VOLATILE}
     then = {k: v for k, v in snap.readiness.items() if k not in _VOLATILE}
@@ -88,4 +99,4 @@ def check_restored(guest: Guest, snap: Snapshot) -> None:
                             "kernel loaded")
 
 
-__all__ = ["check_restored", "restore"]
+__all__ = ["check_restored", "guest_wall_clock", "restore"]

@@ -171,7 +171,7 @@ def _build(image: ImageLike, config: GuestConfig, key: SnapshotKey, directory: P
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     cold = replace(config, snapshot=False, accel=Accel(key.accel))
-    guest = Guest(image, cold, scratch / "boot", cache_dir=cache_dir)
+    guest = Guest(image, cold, scratch / "boot", cache_dir=cache_dir, restorable=True)
     try:
         guest.launch()
         saved_at, seconds = save_state(guest, scratch / STATE_FILE)
@@ -223,9 +223,13 @@ def wait_migration(guest: Guest, timeout: float, what: str) -> None:
                                 f"{last.get('error-desc', 'QEMU gave no reason')}")
         return status == "completed"
 
-    wait_until(done, timeout=timeout, what=what, interval=0.02,
-               describe=lambda: f"query-migrate: {json.dumps(last)}",
-               health=lambda: guest.check_health(what))
+    def qemu_alive() -> None:
+        # Not check_health on a live QEMU: its grace wait for a dying one takes 0.5 s.
+        if not guest.alive():
+            guest.check_health(what)
+
+    wait_until(done, timeout=timeout, what=what, interval=0.01,
+               describe=lambda: f"query-migrate: {json.dumps(last)}", health=qemu_alive)
 
 
 def prune_snapshots(cache_dir: Path | None = None, *, binary: str | None = None,
