@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The nightly stress matrix: kernels x hot-plug shapes x panic triggers x load syscalls.
 
-    python3 ci/nightly.py [--profiles trixie,sid] [--out nightly-report] [--quick]
+    python3 ci/nightly.py [--profiles trixie,sid] [--out nightly-report] [--quick] [--snapshot]
 
 Each cell is one ``kdump-harness run`` (boot, swarm, panic, capture, verify) with its own
 evidence directory; the matrix writes ``report.md`` (for people) and ``report.json`` (for
@@ -79,6 +79,9 @@ def main() -> int:
     p.add_argument("--profiles", default="bookworm,trixie,sid")
     p.add_argument("--out", type=Path, default=Path("nightly-report"))
     p.add_argument("--quick", action="store_true", help="one shape, sysrq, file loads only")
+    p.add_argument("--snapshot", action="store_true",
+                   help="restore each cell's guest from a cached snapshot (made once per "
+                        "profile and configuration) instead of booting it")
     args = p.parse_args()
     profiles = [x for x in args.profiles.split(",") if x]
     shapes = SHAPES[:1] if args.quick else SHAPES
@@ -98,7 +101,8 @@ def main() -> int:
         image = images.setdefault(cell.profile, build_image(cell.profile))
         config = GuestConfig(max_cpus=8, kexec=cell.kexec, accel=settings.current().accel,
                              memhp_default_state="online" if cell.profile == "bookworm"
-                             else "online_movable")
+                             else "online_movable",
+                             snapshot=args.snapshot or settings.current()["snapshot"])
         spec = JobSpec(plan=build_plan(cell.shape.swarm), trigger=cell.trigger, expect=cell.expect)
         started = time.monotonic()
         job = run_job(image, config, spec, args.out / cell.name)

@@ -283,6 +283,8 @@ class Scenario:
         for phase, seconds in job.times.items():
             if seconds is not None:
                 self.record_property(f"time.{phase}", round(seconds, 3))
+        if job.snapshot is not None:
+            self.record_property("snapshot", Path(job.snapshot).name)
         if job.swarm is not None and job.swarm.klog is not None:
             self.record_property("trylock_failures", job.swarm.klog.trylock_failures)
         if job.capture is not None:
