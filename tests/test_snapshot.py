@@ -16,10 +16,11 @@ from harness.guest import GuestConfig
 from harness.guest import snapshot as snap_mod
 from harness.guest.config import Readiness
 from harness.guest.qemu_args import MachineSpec, qemu_args
-from harness.guest.restore import check_restored, guest_wall_clock
+from harness.guest.restore import check_restored
 from harness.guest.snapshot import RECORD_FILE, Snapshot, SnapshotKey
 from harness.model import Accel
 from harness.settings import resolve
+from harness.topology import parse_adjtimex_clock
 
 #: busybox 1.37's adjtimex report (trixie's guest), the clock at 1000.25 s.
 ADJTIMEX = """\
@@ -156,10 +157,11 @@ def test_the_restored_guest_must_be_the_one_saved(tmp_path: Path) -> None:
 
 
 def test_the_guest_clock_is_read_from_adjtimex_in_micro_or_nanoseconds() -> None:
-    assert guest_wall_clock(ADJTIMEX) == pytest.approx(1000.25)
+    assert parse_adjtimex_clock("adjtimex: applet not found") is None
+    assert parse_adjtimex_clock(ADJTIMEX) == pytest.approx(1000.25)
     nano = ADJTIMEX.replace("status:       0", "status:       8192").replace(
         "250000", "250000000")
-    assert guest_wall_clock(nano) == pytest.approx(1000.25)
+    assert parse_adjtimex_clock(nano) == pytest.approx(1000.25)
 
 
 def test_every_guest_gets_virtio_rng_and_a_snapshot_vmgenid() -> None:
@@ -204,3 +206,14 @@ def test_prune_removes_snapshots_of_gone_images_other_qemus_and_torn_builds(
     assert (root / "gone").is_dir()                     # a dry run removes nothing
     snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", gone_images={gone_image})
     assert sorted(p.name for p in root.iterdir()) == ["kept", "young-torn"]
+
+
+def test_the_observation_before_a_panic_brings_the_guests_clock_offset_up_to_date() -> None:
+    from harness.topology import Topology, live
+
+    guest = SimpleNamespace(clock_offset=0.0, run=lambda command, check: SimpleNamespace(
+        stdout="@@release\n6.12\n@@clock\n" + ADJTIMEX + "@@end\n"))
+    topology = live.observe(guest)  # type: ignore[arg-type]
+    assert topology.guest_clock == pytest.approx(1000.25)
+    assert guest.clock_offset == pytest.approx(topology.taken_at - 1000.25, abs=1.0)
+    assert Topology.from_json_dict(topology.to_json_dict()).guest_clock == topology.guest_clock

@@ -92,10 +92,11 @@ def expected(memory: list[dict[str, Any]] | None = None,
 def test_observe_command_has_every_section_and_skips_crash_hotplug_on_request() -> None:
     full = observe_command()
     for section in ("release", "iomem", "cpus_possible", "cpus_present", "cpus_online",
-                    "block_size", "blocks", "cpu_firmware_ids", "crash_cma", "crash_hotplug_cpu",
-                    "crash_hotplug_memory", "end"):
+                    "block_size", "blocks", "cpu_firmware_ids", "crash_cma", "clock",
+                    "crash_hotplug_cpu", "crash_hotplug_memory", "end"):
         assert f"echo @@{section};" in full or f"echo @@{section}" in full
     assert "crash_hotplug" not in observe_command(crash_hotplug=False)
+    assert "adjtimex" not in observe_command(crash_hotplug=False)   # not in settle polls
 
 
 def test_parse_observation() -> None:

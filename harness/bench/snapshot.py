@@ -9,6 +9,7 @@ after the other, cold and restored, measured in one call so both see the same ho
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,8 @@ class StreamsResult:
 
 
 def _stream(args: list[str], cycles: int, out: Path) -> list[str]:
-    """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process."""
+    """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process.
+    The evidence of a run that was not verified stays in ``out``."""
     results = []
     for i in range(cycles):
         argv = [sys.executable, "-m", "harness", "run", "--json", "--out", str(out / str(i)),
@@ -78,19 +80,26 @@ def _stream(args: list[str], cycles: int, out: Path) -> list[str]:
             results.append(str(json.loads(done.stdout)["result"]))
         except (ValueError, KeyError):
             results.append(f"exit {done.returncode}")
+        if results[-1] in ("accurate", "stale"):
+            shutil.rmtree(out / str(i), ignore_errors=True)
     return results
 
 
 def bench_streams(label: str, args: list[str], cycles: int, streams: int,
                   report: Callable[[str], None]) -> StreamsResult:
     """``streams`` parallel streams of ``cycles`` runs each; wall time of them all."""
-    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-        started = time.monotonic()
-        with ThreadPoolExecutor(streams) as pool:
-            futures = [pool.submit(_stream, args, cycles, Path(tmp) / f"stream{s}")
-                       for s in range(streams)]
-            results = tuple(r for f in futures for r in f.result())
-        result = StreamsResult(label, time.monotonic() - started, results)
+    out = Path(tempfile.mkdtemp(prefix="kh-bench-streams-"))
+    started = time.monotonic()
+    with ThreadPoolExecutor(streams) as pool:
+        futures = [pool.submit(_stream, args, cycles, out / f"stream{s}")
+                   for s in range(streams)]
+        results = tuple(r for f in futures for r in f.result())
+    result = StreamsResult(label, time.monotonic() - started, results)
+    kept = sorted(str(p.parent.name + "/" + p.name) for p in out.glob("stream*/*"))
+    if kept:
+        report(f"  evidence of the runs not verified: {out} ({', '.join(kept)})")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     report(f"  {result.line()}")
     return result
 

@@ -20,12 +20,12 @@ start to the readiness record checked: the same meaning as after a cold boot.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from typing import TYPE_CHECKING
 
 from ..errors import SnapshotError
+from ..topology import parse_adjtimex_clock
 from .boot import write_readiness
 from .config import Readiness
 from .snapshot import CAPABILITIES, Snapshot, ensure_snapshot, wait_migration
@@ -39,19 +39,6 @@ _VOLATILE = ("uptime",)
 #: One round trip: the guest's wall clock (busybox's date has no %N; adjtimex(2) gives
 #: microseconds), then its readiness record.
 _CHECK = "adjtimex; echo ==readiness==; /harness/readiness"
-_ADJTIMEX = re.compile(r"^\s*(status|time\.tv_sec|time\.tv_usec):\s*(\d+)", re.MULTILINE)
-#: adjtimex(2) status bit: time.tv_usec holds nanoseconds (include/uapi/linux/timex.h).
-_STA_NANO = 0x2000
-
-
-def guest_wall_clock(adjtimex_output: str) -> float:
-    """The guest's wall clock from busybox ``adjtimex``'s report (``SnapshotError`` if it
-    is not one)."""
-    fields = {k: int(v) for k, v in _ADJTIMEX.findall(adjtimex_output)}
-    if not {"time.tv_sec", "time.tv_usec"} <= fields.keys():
-        raise SnapshotError(f"the restored guest's clock is unreadable: {adjtimex_output!r}")
-    scale = 1e-9 if fields.get("status", 0) & _STA_NANO else 1e-6
-    return fields["time.tv_sec"] + fields["time.tv_usec"] * scale
 
 
 def restore(guest: Guest, binary: str) -> None:
@@ -85,7 +72,10 @@ def check_restored(guest: Guest, snap: Snapshot) -> None:
     out = guest.run(_CHECK, check=True).stdout
     after = time.time()
     clock, _, report = out.partition("==readiness==\n")
-    guest.clock_offset = (before + after) / 2 - guest_wall_clock(clock)
+    guest_wall = parse_adjtimex_clock(clock)
+    if guest_wall is None:
+        raise SnapshotError(f"the restored guest's clock is unreadable: {clock!r}")
+    guest.clock_offset = (before + after) / 2 - guest_wall
     guest.readiness = Readiness.parse(report)
     now = {k: v for k, v in guest.readiness.values.items() if k not in _VOLATILE}
     then = {k: v for k, v in snap.readiness.items() if k not in _VOLATILE}
@@ -99,4 +89,4 @@ def check_restored(guest: Guest, snap: Snapshot) -> None:
                             "kernel loaded")
 
 
-__all__ = ["check_restored", "guest_wall_clock", "restore"]
+__all__ = ["check_restored", "restore"]

@@ -1,5 +1,5 @@
-"""The kernel's text formats: /proc/iomem, sysfs CPU lists (``0-3,6,8-9``) and the
-``crashkernel=SIZE,cma`` ranges (sysfs, or the boot log).
+"""The kernel's text formats: /proc/iomem, sysfs CPU lists (``0-3,6,8-9``), the
+``crashkernel=SIZE,cma`` ranges (sysfs, or the boot log) and adjtimex(2)'s clock.
 
 /proc/iomem's inclusive ends become half-open ``[start, end)`` here, once, when parsed.
 """
@@ -132,3 +132,18 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
         parts.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+_ADJTIMEX = re.compile(r"^\s*(status|time\.tv_sec|time\.tv_usec):\s*(\d+)", re.MULTILINE)
+#: adjtimex(2) status bit: time.tv_usec holds nanoseconds (include/uapi/linux/timex.h).
+_STA_NANO = 0x2000
+
+
+def parse_adjtimex_clock(report: str) -> float | None:
+    """The wall clock in busybox ``adjtimex``'s report (busybox's ``date`` has no %N), in
+    Unix seconds; None when the report has none."""
+    fields = {k: int(v) for k, v in _ADJTIMEX.findall(report)}
+    if not {"time.tv_sec", "time.tv_usec"} <= fields.keys():
+        return None
+    scale = 1e-9 if fields.get("status", 0) & _STA_NANO else 1e-6
+    return fields["time.tv_sec"] + fields["time.tv_usec"] * scale

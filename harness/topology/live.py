@@ -30,9 +30,15 @@ def expect(guest: Guest) -> Topology:
 
 
 def observe(guest: Guest, *, crash_hotplug: bool = True) -> Topology:
-    """The guest's own view, with one SSH command (see ``observe_command``)."""
+    """The guest's own view, with one SSH command (see ``observe_command``).  With the
+    guest's clock in it, ``guest.clock_offset`` (host minus guest) is brought up to date:
+    the panic window CRASHTIME is checked against is in the guest's clock."""
+    before = time.time()
     result = guest.run(observe_command(crash_hotplug=crash_hotplug), check=True)
-    return parse_observation(result.stdout, taken_at=time.time())
+    topology = parse_observation(result.stdout, taken_at=time.time())
+    if topology.guest_clock is not None:
+        guest.clock_offset = (before + topology.taken_at) / 2 - topology.guest_clock
+    return topology
 
 
 def snapshot(guest: Guest, *, crash_hotplug: bool = True) -> tuple[Topology, Topology]:

@@ -84,6 +84,9 @@ class Topology:
     # crashkernel=SIZE,cma's ranges (observed only; Linux 6.17+): System RAM the dump must
     # leave out like Crash kernel, though /proc/iomem does not show them (``crash_reserved``).
     crash_cma: tuple[AddressRange, ...] = ()
+    #: The guest's wall clock when observed (Unix seconds; observed only): ``taken_at``
+    #: minus it is the host's lead on the guest's clock.
+    guest_clock: float | None = None
     cpus_possible: tuple[int, ...] = ()
     cpus_present: tuple[int, ...] = ()
     cpus_online: tuple[int, ...] = ()
@@ -145,6 +148,7 @@ class Topology:
             system_ram=ranges(d.get("system_ram", ())),
             crash_kernel=ranges(d.get("crash_kernel", ())),
             crash_cma=ranges(d.get("crash_cma", ())),
+            guest_clock=d.get("guest_clock"),
             cpus_possible=tuple(d.get("cpus_possible", ())),
             cpus_present=tuple(d.get("cpus_present", ())),
             cpus_online=tuple(d.get("cpus_online", ())),
