@@ -152,8 +152,8 @@ def test_the_restored_guest_must_be_the_one_saved(tmp_path: Path) -> None:
                                             r"'classic', kexec_crash_loaded '1' -> '0'"):
         check_restored(moved, snapshot(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(SnapshotError, match="clock is unreadable"):
-        check_restored(RestoredGuest("adjtimex: not found\n==readiness==\n" + report()),
-                       snapshot(tmp_path))  # type: ignore[arg-type]
+        lost = RestoredGuest("adjtimex: not found\n==readiness==\n" + report())
+        check_restored(lost, snapshot(tmp_path))  # type: ignore[arg-type]
 
 
 def test_the_guest_clock_is_read_from_adjtimex_in_micro_or_nanoseconds() -> None:
@@ -217,3 +217,25 @@ def test_the_observation_before_a_panic_brings_the_guests_clock_offset_up_to_dat
     assert topology.guest_clock == pytest.approx(1000.25)
     assert guest.clock_offset == pytest.approx(topology.taken_at - 1000.25, abs=1.0)
     assert Topology.from_json_dict(topology.to_json_dict()).guest_clock == topology.guest_clock
+
+
+def test_a_cached_snapshot_is_reused_and_a_torn_one_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Path] = []
+
+    def build(image: Any, config: GuestConfig, k: SnapshotKey, directory: Path,
+              cache_dir: Path | None) -> Snapshot:
+        built.append(directory)
+        write_snapshot(directory, k)
+        return Snapshot.load(directory, k)
+
+    monkeypatch.setattr(snap_mod, "_build", build)
+    img, config = image(tmp_path), GuestConfig(snapshot=True)
+    cache = tmp_path / "cache"
+    first = snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
+    again = snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
+    assert again == first and built == [first.directory]
+    (first.directory / "state.ram").unlink()            # torn: made again, not refused
+    snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
+    assert built == [first.directory] * 2
+    assert first.directory.name.startswith("trixie-cloud-57d6b348468bb0e7-")

@@ -155,7 +155,7 @@ def ensure_snapshot(image: ImageLike, config: GuestConfig, *, accel: str, binary
     key = SnapshotKey.of(image, config, accel=accel, binary=binary)
     directory = snapshot_dir(cache, key)
     with cache.lock(f"snapshot-{key.digest[:16]}"):
-        if (directory / RECORD_FILE).is_file():
+        if directory.exists():
             try:
                 return Snapshot.load(directory, key)
             except SnapshotError:
