@@ -125,8 +125,13 @@ class FakeConsole:
     ("[ 9.1] acpi PNP0C80:03: add_memory failed\n[ 9.2] acpi PNP0C80:04: add_memory failed\n",
      "HotplugNotHonoured", r"refused hot-added memory while settling \(2 time\(s\)\): "
                            r"\[ 9.1\] acpi PNP0C80:03: add_memory failed"),
-    ("[ 9.1] add_memory failed\n[12.0] Out of memory: Killed process 231 (dropbear) "
-     "total-vm:3000kB\n", "GuestOutOfMemory",
+    # The first line is the cause: seen together (a busy host), the refusal wins...
+    ("[ 9.1] add_memory failed\n[ 9.3] Out of memory: Killed process 231 (dropbear) "
+     "total-vm:3000kB\n", "HotplugNotHonoured",
+     r"refused hot-added memory while settling \(1 time\(s\)\): \[ 9.1\] add_memory"),
+    # ... and the OOM killer when it came first.
+    ("[ 9.1] Out of memory: Killed process 231 (dropbear) total-vm:3000kB\n"
+     "[ 9.3] add_memory failed\n", "GuestOutOfMemory",
      r"ran out of memory while settling: .*Killed process 231 \(dropbear\)"),
     ("[ 7.0] Kernel panic - not syncing: Fatal exception\n", "UnexpectedPanic",
      r"panicked while settling: .*Fatal exception"),

@@ -16,21 +16,28 @@ from ..signatures import CRASH_SIGNATURES, GUEST_MEMORY_SIGNATURES
 
 
 def console_health(text: str, doing: str, tail: Callable[[], str]) -> None:
-    """Raise the guest error ``text`` (complete console lines) shows, if any."""
+    """Raise the guest error ``text`` (complete console lines) shows, if any: the one
+    whose line came first, because what follows it is its consequence (a refused DIMM's
+    ``add_memory failed``, then the OOM killer taking dropbear 0.14 s later: a health
+    check on a busy host sees both lines at once)."""
     details = f"console tail:\n{tail()}" if text else None
+    found: list[tuple[int, Callable[[], Exception]]] = []
     panic = CRASH_SIGNATURES["panic"].search(text)
     if panic:
-        raise UnexpectedPanic(f"the guest panicked while {doing}: {line_at(text, panic)}",
-                              details=details)
+        found.append((panic.start(), lambda: UnexpectedPanic(
+            f"the guest panicked while {doing}: {line_at(text, panic)}", details=details)))
     oom = GUEST_MEMORY_SIGNATURES["oom"].search(text)
     if oom:
-        raise GuestOutOfMemory(f"the guest ran out of memory while {doing}: "
-                               f"{line_at(text, oom)}", details=details)
+        found.append((oom.start(), lambda: GuestOutOfMemory(
+            f"the guest ran out of memory while {doing}: {line_at(text, oom)}",
+            details=details)))
     refused = list(GUEST_MEMORY_SIGNATURES["add_memory"].finditer(text))
     if refused:
-        raise HotplugNotHonoured(
+        found.append((refused[0].start(), lambda: HotplugNotHonoured(
             f"the guest refused hot-added memory while {doing} ({len(refused)} time(s)): "
-            f"{line_at(text, refused[0])}", details=details)
+            f"{line_at(text, refused[0])}", details=details)))
+    if found:
+        raise min(found, key=lambda item: item[0])[1]()
 
 
 def line_at(text: str, match: re.Match[str]) -> str:
