@@ -110,3 +110,14 @@ def test_guests_restored_from_one_snapshot_do_not_share_their_random_stream(
     for g in (first, second):
         log = g.guest.run("dmesg", check=True).stdout
         assert log.count("crng reseeded due to virtual machine fork") == 1, log[-2000:]
+
+
+@pytest.mark.profile("trixie")
+def test_a_snapshot_whose_guest_cannot_load_kdump_fails_as_that_guest_would(
+        kdump: Scenario) -> None:
+    """The snapshot's cold boot is the guest's boot: its failure is the guest's result,
+    with the boot's evidence beside the run's."""
+    job = kdump.run("trixie", dimms="", add_cpus=0, crashkernel="32M", snapshot=True)
+    assert job.result is Result.KDUMP_LOAD_FAILED, job.reason
+    assert job.run_dir is not None
+    assert (job.run_dir / "snapshot-build" / "console.log").stat().st_size > 0

@@ -224,7 +224,7 @@ def test_a_cached_snapshot_is_reused_and_a_torn_one_made_again(
     built: list[Path] = []
 
     def build(image: Any, config: GuestConfig, k: SnapshotKey, directory: Path,
-              cache_dir: Path | None) -> Snapshot:
+              cache_dir: Path | None, evidence: Path | None) -> Snapshot:
         built.append(directory)
         write_snapshot(directory, k)
         return Snapshot.load(directory, k)

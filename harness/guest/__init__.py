@@ -10,6 +10,8 @@ In the order a guest comes up::
     console      the serial console: complete lines only, crash signatures
     ssh          paramiko sessions into the guest
     machine      Guest: launch, boot, readiness, health, teardown (a context manager)
+    snapshot     snapshots of kdump-ready guests: key, cache, build (mapped-ram), prune
+    restore      a Guest started from its snapshot: clock offset, readiness checked again
     health       what the console says about a running guest (panic, OOM, refused memory)
     kdump_sizing why a kdump load failed, and what the reservation would need
     cma          what a kexec load takes from CMA and gives back (6.17+; seed003)

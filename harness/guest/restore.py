@@ -44,7 +44,7 @@ _CHECK = "adjtimex; echo ==readiness==; /harness/readiness"
 def restore(guest: Guest, binary: str) -> None:
     """Start ``guest`` from its snapshot (made now if the cache has none) and check it."""
     snap = ensure_snapshot(guest.image, guest.config, accel=guest.accel.name, binary=binary,
-                           cache_dir=guest.cache_dir)
+                           cache_dir=guest.cache_dir, evidence=guest.workdir / "snapshot-build")
     guest.restored_from = snap.directory
     guest.start_qemu(binary, SshKey.load(snap.ssh_key_path), incoming=True)
     t = guest.timeouts

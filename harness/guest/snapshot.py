@@ -148,9 +148,10 @@ def snapshot_dir(cache: Cache, key: SnapshotKey) -> Path:
 
 
 def ensure_snapshot(image: ImageLike, config: GuestConfig, *, accel: str, binary: str,
-                    cache_dir: Path | None = None) -> Snapshot:
+                    cache_dir: Path | None = None, evidence: Path | None = None) -> Snapshot:
     """The snapshot for this guest: from the cache, else made now (under a lock, so
-    parallel workers make it once).  A cached one that does not load is made again."""
+    parallel workers make it once).  A cached one that does not load is made again.  A
+    build that fails leaves its guest's evidence in ``evidence``."""
     cache = Cache(cache_dir)
     key = SnapshotKey.of(image, config, accel=accel, binary=binary)
     directory = snapshot_dir(cache, key)
@@ -160,11 +161,11 @@ def ensure_snapshot(image: ImageLike, config: GuestConfig, *, accel: str, binary
                 return Snapshot.load(directory, key)
             except SnapshotError:
                 shutil.rmtree(directory, ignore_errors=True)   # stale or torn: make anew
-        return _build(image, config, key, directory, cache_dir)
+        return _build(image, config, key, directory, cache_dir, evidence)
 
 
 def _build(image: ImageLike, config: GuestConfig, key: SnapshotKey, directory: Path,
-           cache_dir: Path | None) -> Snapshot:
+           cache_dir: Path | None, evidence: Path | None = None) -> Snapshot:
     """Boot the guest cold, stop it kdump-ready and save it into ``directory``."""
     from .machine import Guest  # machine imports restore, which imports this module
 
@@ -185,6 +186,8 @@ def _build(image: ImageLike, config: GuestConfig, key: SnapshotKey, directory: P
                         guest.times.kdump_ready or 0.0)
     except BaseException:
         guest.shutdown()
+        if evidence is not None:
+            shutil.move(scratch / "boot", evidence)
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     guest.shutdown()
