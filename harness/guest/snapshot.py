@@ -186,7 +186,7 @@ def _build(image: ImageLike, config: GuestConfig, key: SnapshotKey, directory: P
                         guest.times.kdump_ready or 0.0)
     except BaseException:
         guest.shutdown()
-        if evidence is not None:
+        if evidence is not None and (scratch / "boot").exists():
             shutil.move(scratch / "boot", evidence)
         shutil.rmtree(scratch, ignore_errors=True)
         raise
