@@ -14,6 +14,7 @@ from typing import Any
 
 from ..crash import panic_and_capture
 from ..guest import Guest, GuestConfig
+from .capture_phases import CapturePhases, capture_phases
 from .stats import Summary, summarize
 
 
@@ -38,8 +39,9 @@ def bench_boot(image: Any, runs: int, config: GuestConfig,
 
 def bench_crash(image: Any, runs: int, config: GuestConfig, trigger: str,
                 report: Callable[[str], None]) -> list[Summary]:
-    """Panic to capture-kernel userspace, dump written, collected on the host."""
+    """Panic to capture-kernel userspace (and its phases), dump written, collected."""
     to_capture, written, collected, total = [], [], [], []
+    phases: list[CapturePhases] = []
     for i in range(runs):
         with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
               Guest(image, config, Path(tmp)) as g):
@@ -52,10 +54,30 @@ def bench_crash(image: Any, runs: int, config: GuestConfig, trigger: str,
             written.append(r.times.dump_written)
             collected.append(r.times.collected)
             total.append(time.monotonic() - started)
-            report(f"  run {i + 1}: panic->capture {r.times.capture_userspace:.2f} s, "
-                   f"written {r.times.dump_written:.2f} s, collected {r.times.collected:.2f} s")
+            phases.append(_phases(Path(tmp), r.files.get("capture_dmesg")))
+            report(f"  run {i + 1}: panic->capture {r.times.capture_userspace:.2f} s "
+                   f"({_fmt_phases(phases[-1])}), written {r.times.dump_written:.2f} s, "
+                   f"collected {r.times.collected:.2f} s")
     mode = config.capture_mode
     return [summarize("panic to capture userspace", to_capture),
+            summarize("  panic to capture kernel", [p.to_kernel for p in phases]),
+            summarize("  capture kernel to /init", [p.to_init for p in phases]),
+            summarize("  /init to capture-start", [p.to_capture_start for p in phases]),
             summarize(f"dump written ({mode})", written),
             summarize("written to collected on host", collected),
             summarize("trigger to collected", total)]
+
+
+def _phases(workdir: Path, dmesg: str | None) -> CapturePhases:
+    console = workdir / "console.log"
+    if not console.exists():
+        return CapturePhases()
+    return capture_phases(console.read_text(errors="replace"),
+                          Path(dmesg).read_text(errors="replace") if dmesg else None)
+
+
+def _fmt_phases(p: CapturePhases) -> str:
+    def fmt(value: float | None) -> str:
+        return "?" if value is None else f"{value:.2f}"
+    return (f"to kernel {fmt(p.to_kernel)}, to /init {fmt(p.to_init)}, "
+            f"userspace {fmt(p.to_capture_start)}")

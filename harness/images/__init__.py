@@ -23,7 +23,8 @@ The modules, in the order a build goes through them::
     bzimage.py        the release string in a bzImage's setup header
     kconfig.py        .config parsing and what the harness needs from it
     kmod.py           module dependencies (.modinfo), load order, decompression
-    initramfs.py      the userspace cpio (its layout in the docstring), the /boot cpio
+    initramfs.py      the userspace cpio (its layout in the docstring), the capture
+                      kernel's smaller one, the /boot cpio
     elfdeps.py        the shared-library closure of the guest binaries
     cpio.py           a deterministic newc writer (and reader)
     pvh.py            the uncompressed vmlinux QEMU boots through its PVH entry

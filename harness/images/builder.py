@@ -35,7 +35,7 @@ from .initramfs import (
     MODULE_LIST_DIR,
     boot_archive,
     capture_initrd,
-    userspace_archive,
+    userspace_archives,
 )
 from .kconfig import describe_kernel_config, has_crash_hotplug
 from .kernel import (
@@ -205,10 +205,10 @@ def _build(plan: BuildPlan, cache: Cache, mirror: str | None, staging: Path,
 def _write_image(plan: BuildPlan, kernel: LoadedKernel, groups: Sequence[ResolvedGroup],
                  debs: Mapping[str, Path], staging: Path, output: Path) -> dict[str, Any]:
     """Write the kernel and the initramfs archives into ``output``; return the record."""
-    userspace = userspace_archive(plan, kernel, groups, debs, staging)
-    boot = boot_archive(kernel.bzimage, userspace.data, kernel.config)
+    userspace, capture = userspace_archives(plan, kernel, groups, debs, staging)
+    boot = boot_archive(kernel.bzimage, capture.data, kernel.config)
     files = {"vmlinuz": kernel.bzimage, "userspace.cpio": userspace.data,
-             "initrd.cpio": userspace.data + boot}
+             "capture.cpio": capture.data, "initrd.cpio": userspace.data + boot}
     vmlinux = pvh_kernel(kernel.bzimage)
     if vmlinux is not None:
         files["vmlinux"] = vmlinux

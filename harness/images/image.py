@@ -6,7 +6,8 @@ One image is a directory in the cache (``cache.py`` says where; ``builder.py`` w
                      (-kernel) when there is no vmlinux
     vmlinux          the same kernel uncompressed, when it has a PVH entry point: QEMU boots
                      it directly and skips the emulated decompressor (see pvh.py)
-    userspace.cpio   the guest userspace; the capture kernel's initrd as is
+    userspace.cpio   the guest userspace
+    capture.cpio     the capture kernel's initrd as is: the part of the userspace it uses
     initrd.cpio      userspace.cpio + a second cpio with /boot/vmlinuz and /boot/capture.cpio:
                      the first kernel's initrd (Linux unpacks concatenated archives in order)
     config           the kernel's .config, when known
@@ -29,7 +30,7 @@ from .kconfig import parse_kernel_config
 #: The flavour of an image built with your own kernel instead of one of Debian's.
 CUSTOM_FLAVOUR = "custom"
 #: The files every complete image has (``vmlinux`` and ``config`` are optional).
-IMAGE_FILES = ("vmlinuz", "userspace.cpio", "initrd.cpio", "image.json")
+IMAGE_FILES = ("vmlinuz", "userspace.cpio", "capture.cpio", "initrd.cpio", "image.json")
 
 #: package -> (version in the lock, version used); None where one side lacks the package.
 Drift = Mapping[str, tuple[str | None, str | None]]
@@ -56,7 +57,7 @@ class GuestImage:
     kernel_path: Path
     #: The first kernel's initrd: userspace + /boot/vmlinuz + /boot/capture.cpio.
     initrd_path: Path
-    #: The capture kernel's initrd (the userspace cpio alone).
+    #: The capture kernel's initrd, uncompressed (/boot/capture.cpio holds it zstd'ed).
     capture_initrd_path: Path
     kernel_release: str
     #: CONFIG_X -> value ("y", "m", "n", numbers, quoted strings); empty if unknown.
@@ -131,7 +132,7 @@ class GuestImage:
         return cls(
             profile=data["profile"], flavour=data["flavour"],
             kernel_path=directory / "vmlinuz", initrd_path=directory / "initrd.cpio",
-            capture_initrd_path=directory / "userspace.cpio",
+            capture_initrd_path=directory / "capture.cpio",
             kernel_release=data["kernel_release"], kernel_config=MappingProxyType(config),
             crash_hotplug=bool(data["crash_hotplug"]),
             packages=MappingProxyType(data["packages"]),

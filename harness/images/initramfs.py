@@ -1,8 +1,9 @@
 """Assembling the initramfs: the guest userspace archive and the first kernel's /boot archive.
 
-``userspace_archive`` unpacks the profile's packages, takes the binaries profiles.toml names
+``userspace_archives`` unpacks the profile's packages, takes the binaries profiles.toml names
 and their shared-library closure (elfdeps.py), the kernel's module groups, a few /etc files,
-a manifest and the guest rootfs, and writes them as one cpio (cpio.py). ``boot_archive`` is
+a manifest and the guest rootfs, and writes them as one cpio (cpio.py); then the capture
+kernel's smaller one, with what profiles.toml's ``[capture]`` keeps. ``boot_archive`` is
 the second cpio the first kernel gets on top: the bzImage and the capture initrd it loads
 with ``kexec -p``.
 
@@ -35,7 +36,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,29 @@ class UserspaceArchive:
     module_lists: Mapping[str, tuple[str, ...]]
 
 
-def userspace_archive(plan: BuildPlan, kernel: LoadedKernel, groups: Sequence[ResolvedGroup],
-                      debs: Mapping[str, Path], staging: Path) -> UserspaceArchive:
-    """The guest userspace (the capture kernel's initrd as it is) for ``plan``."""
-    binaries, closure = _unpack_programs(plan, debs, staging)
+def userspace_archives(plan: BuildPlan, kernel: LoadedKernel, groups: Sequence[ResolvedGroup],
+                       debs: Mapping[str, Path], staging: Path,
+                       ) -> tuple[UserspaceArchive, UserspaceArchive]:
+    """The first kernel's userspace and the capture kernel's initrd for ``plan``.
+
+    The capture kernel's holds only what profiles.toml's ``[capture]`` names (busybox,
+    makedumpfile and their libraries; the dump disk's and pstore's modules): purgatory
+    hashes every byte of it and the capture kernel unpacks it, both between the panic and
+    the capture.  Trixie: 9.7 MiB -> 6.8 MiB.
+    """
+    binaries, closure_of = _unpack_programs(plan, debs, staging)
+    full = _archive(plan, kernel, groups, binaries, closure_of(binaries))
+    spec = plan.profiles.capture
+    if spec is None:
+        return full, full
+    kept = [(path, found) for path, found in binaries if path in spec.binaries]
+    kept_groups = [g for g in groups if g.name in spec.module_groups]
+    return full, _archive(plan, kernel, kept_groups, kept, closure_of(kept))
+
+
+def _archive(plan: BuildPlan, kernel: LoadedKernel, groups: Sequence[ResolvedGroup],
+             binaries: Binaries, closure: LibraryClosure) -> UserspaceArchive:
+    """One userspace cpio: these binaries and libraries, these module groups."""
     entries: list[cpio.Entry] = [cpio.Directory(p, m) for p, m in _SKELETON.items()]
     entries.append(cpio.console_node())
     entries += _program_entries(binaries, closure)
@@ -102,7 +122,8 @@ def userspace_archive(plan: BuildPlan, kernel: LoadedKernel, groups: Sequence[Re
 
 
 def boot_archive(bzimage: bytes, userspace: bytes, config: Mapping[str, str] | None) -> bytes:
-    """The cpio the first kernel's initrd adds: /boot/vmlinuz and /boot/capture.cpio."""
+    """The cpio the first kernel's initrd adds: /boot/vmlinuz and /boot/capture.cpio
+    (``userspace``: the capture kernel's userspace archive)."""
     return cpio.newc_bytes([cpio.RegularFile("boot/vmlinuz", bzimage),
                             cpio.RegularFile("boot/capture.cpio",
                                              capture_initrd(userspace, config))])
@@ -139,9 +160,10 @@ def _is_executable_or_library(path: str) -> bool:
     return directory in ("usr/lib", "usr/lib/x86_64-linux-gnu") and ".so" in name
 
 
-def _unpack_programs(plan: BuildPlan, debs: Mapping[str, Path],
-                     staging: Path) -> tuple[Binaries, LibraryClosure]:
-    """Unpack the userspace packages, find the binaries and their library closure."""
+def _unpack_programs(plan: BuildPlan, debs: Mapping[str, Path], staging: Path,
+                     ) -> tuple[Binaries, Callable[[Binaries], LibraryClosure]]:
+    """Unpack the userspace packages, find the binaries; and how to resolve the library
+    closure of some of them."""
     roots = {}
     for name in sorted(plan.profile.packages):
         roots[name] = staging / "packages" / name
@@ -158,9 +180,11 @@ def _unpack_programs(plan: BuildPlan, debs: Mapping[str, Path],
     def declared_depends(package: str) -> list[str]:
         return depends_names(read_control(debs[package]).get("Depends", ""))
 
-    closure = library_closure(binaries, files, profile=plan.profile.name,
-                              depends=declared_depends)
-    return binaries, closure
+    def closure_of(chosen: Binaries) -> LibraryClosure:
+        return library_closure(chosen, files, profile=plan.profile.name,
+                               depends=declared_depends)
+
+    return binaries, closure_of
 
 
 def _program_entries(binaries: Binaries, closure: LibraryClosure) -> list[cpio.Entry]:

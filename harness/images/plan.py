@@ -167,6 +167,8 @@ def _image_key(profiles: ProfileSet, chosen: Profile, flavour: str, custom: Cust
         "flavour": CUSTOM_FLAVOUR if custom else flavour,
         "binaries": [[b.guest_path, b.package, b.file_name] for b in profiles.binaries],
         "module_groups": [[g.name, list(g.modules), g.required] for g in profiles.module_groups],
+        "capture": None if profiles.capture is None else [list(profiles.capture.binaries),
+                                                           list(profiles.capture.module_groups)],
         "packages": {n: p.sha256 for n, p in sorted(packages.items())},
         "kernel_release": None if custom else locked.kernel.release,
         "rootfs": tree_digest(rootfs),

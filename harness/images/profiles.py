@@ -55,6 +55,15 @@ class ModuleGroupSpec:
 
 
 @dataclass(frozen=True)
+class CaptureSpec:
+    """What the capture kernel's initrd holds (profiles.toml ``[capture]``): a subset of
+    the binaries (guest paths) and module groups the first kernel's userspace has."""
+
+    binaries: tuple[str, ...]
+    module_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Profile:
     """A Debian suite's kernel and userspace."""
 
@@ -88,6 +97,8 @@ class ProfileSet:
     default_profile: str
     default_flavour: str
     source: Path
+    #: None: the capture kernel gets the whole userspace.
+    capture: CaptureSpec | None = None
 
     def get(self, name: str) -> Profile:
         """The named profile, or a ``UsageError`` listing the known ones."""
@@ -158,7 +169,25 @@ def parse_profiles(data: Mapping[str, Any], source: Path) -> ProfileSet:
     if default_profile not in profiles:
         raise UsageError(f"{where}: default_profile {default_profile!r} is not a profile")
     return ProfileSet(MappingProxyType(profiles), tuple(binaries), tuple(groups),
-                      default_profile, data.get("default_flavour", "cloud"), source)
+                      default_profile, data.get("default_flavour", "cloud"), source,
+                      _capture_spec(data, binaries, groups, where))
+
+
+def _capture_spec(data: Mapping[str, Any], binaries: list[BinarySpec],
+                  groups: list[ModuleGroupSpec], where: str) -> CaptureSpec | None:
+    """``[capture]``: binaries and module groups that must be defined above."""
+    if "capture" not in data:
+        return None
+    table = _require(data, "capture", dict, where)
+    cwhere = f"{where}: capture"
+    spec = CaptureSpec(_str_list(table, "binaries", cwhere),
+                       _str_list(table, "module_groups", cwhere))
+    unknown = ([b for b in spec.binaries if b not in {x.guest_path for x in binaries}]
+               + [g for g in spec.module_groups if g not in {x.name for x in groups}])
+    if unknown:
+        raise UsageError(f"{cwhere}: not defined in [binaries] or [module_groups]: "
+                         f"{', '.join(unknown)}")
+    return spec
 
 
 def load_profiles(path: Path | None = None) -> ProfileSet:

@@ -105,7 +105,7 @@ def _fake_build(calls: list[str], delay: float = 0.0) -> Any:
               output: Path) -> dict[str, Any]:
         calls.append(plan.key)
         time.sleep(delay)
-        for name in ("vmlinuz", "userspace.cpio", "initrd.cpio"):
+        for name in ("vmlinuz", "userspace.cpio", "capture.cpio", "initrd.cpio"):
             (output / name).write_bytes(name.encode())
         return {"profile": plan.profile.name, "flavour": plan.flavour,
                 "kernel_release": "6.12.0", "crash_hotplug": True, "packages": {},
@@ -212,18 +212,30 @@ def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Pat
     assert image.pvh_kernel_path is not None
     assert image.pvh_kernel_path.read_bytes()[:4] == b"\x7fELF"
     assert image.kernel_config["CONFIG_CRASH_DUMP"] == "y"
-    members = _archive(image.capture_initrd_path)
+    members = _archive(image.initrd_path.parent / "userspace.cpio")
     for path in ("init", "bin/busybox", "sbin/kexec", "usr/bin/makedumpfile",
                  "usr/sbin/dropbear", "usr/bin/dropbearkey", "dev/console", "etc/passwd"):
         assert path in members, path
+    # The capture kernel's initrd keeps what profiles.toml's [capture] names, and whatever
+    # those binaries need.
+    capture = _archive(image.capture_initrd_path)
+    for path in ("init", "bin/busybox", "usr/bin/makedumpfile",
+                 "lib/x86_64-linux-gnu/libc.so.6", "etc/harness/modules/blk"):
+        assert path in capture, path
+    for path in ("sbin/kexec", "usr/sbin/dropbear", "etc/harness/modules/net",
+                 "lib/x86_64-linux-gnu/libtomcrypt.so.1"):
+        assert path not in capture, path
+    assert len(image.capture_initrd_path.read_bytes()) < 0.8 * len(
+        (image.initrd_path.parent / "userspace.cpio").read_bytes())
     assert members["lib64/ld-linux-x86-64.so.2"].data == \
         b"/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-    # Every DT_NEEDED of every ELF file in the image is in the image.
-    for path, entry in members.items():
-        if entry.data[:4] == b"\x7fELF" and not path.startswith("lib/modules/"):
-            (tmp_path / "elf").write_bytes(entry.data)
-            for soname in elfdeps.read_elf_info(tmp_path / "elf").needed:
-                assert f"lib/x86_64-linux-gnu/{soname}" in members, (path, soname)
+    # Every DT_NEEDED of every ELF file in either archive is in that archive.
+    for archive in (members, capture):
+        for path, entry in archive.items():
+            if entry.data[:4] == b"\x7fELF" and not path.startswith("lib/modules/"):
+                (tmp_path / "elf").write_bytes(entry.data)
+                for soname in elfdeps.read_elf_info(tmp_path / "elf").needed:
+                    assert f"lib/x86_64-linux-gnu/{soname}" in archive, (path, soname)
     # Module group files list absolute guest paths that exist, dependencies first.
     net = members["etc/harness/modules/net"].data.decode().split()
     assert [p.rsplit("/", 1)[1] for p in net][-1] == "virtio_net.ko"
@@ -236,7 +248,7 @@ def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Pat
     assert manifest["module_groups"]["net"]["load"] == net
     # The first kernel's initrd adds the kernel and the capture initrd.
     userspace, boot = cpio.read_newc(image.initrd_path.read_bytes())
-    assert len(userspace) == len(_archive(image.capture_initrd_path))
+    assert len(userspace) == len(members)
     boot_files = {e.path: e.data for e in boot}
     # The inner copy is zstd-compressed (the kernel has RD_ZSTD); it unpacks to the same.
     inner = boot_files["boot/capture.cpio"]

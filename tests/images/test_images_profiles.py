@@ -63,6 +63,20 @@ def test_unknown_flavour_and_bad_module_symbol_are_rejected() -> None:
         profiles.parse_profiles(data, Path("p.toml"))
 
 
+def test_capture_initrd_subset() -> None:
+    capture = profiles.load_profiles().capture
+    assert capture is not None
+    assert capture.binaries == ("/bin/busybox", "/usr/bin/makedumpfile")
+    assert {"blk", "pstore"} <= set(capture.module_groups)
+    data = _document()
+    data["capture"]["module_groups"].append("nfs")
+    with pytest.raises(UsageError, match=r"capture: not defined .*: nfs"):
+        profiles.parse_profiles(data, Path("p.toml"))
+    data = _document()
+    del data["capture"]
+    assert profiles.parse_profiles(data, Path("p.toml")).capture is None
+
+
 def test_broken_toml_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "profiles.toml"
     path.write_text("[profiles\n")
