@@ -13,6 +13,9 @@ $kh bench swarm --runs "$runs"        # the reference burst, then the 64-DIMM/32
 $kh bench crash --runs "$runs"
 $kh bench crash --runs "$runs" --mode elf --memory 1536M
 $kh bench run --runs "$runs"
+$kh bench restore --runs "$runs"     # a snapshot's guest: QEMU start to kdump-ready
+$kh bench run --runs "$runs" --snapshot
+$kh bench streams --runs "$runs"     # verified cycles per hour, 2 streams, cold and --snapshot
 $kh bench audit --runs "$runs"
 $kh bench vmcore
 python3 ci/bench-startup.py            # the command line starts in under 100 ms
