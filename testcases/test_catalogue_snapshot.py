@@ -117,7 +117,8 @@ def test_a_snapshot_whose_guest_cannot_load_kdump_fails_as_that_guest_would(
         kdump: Scenario) -> None:
     """The snapshot's cold boot is the guest's boot: its failure is the guest's result,
     with the boot's evidence beside the run's."""
-    job = kdump.run("trixie", dimms="", add_cpus=0, crashkernel="32M", snapshot=True)
+    job = kdump.run("trixie", dimms="", add_cpus=0, crashkernel="32M", snapshot=True,
+                    expect="kdump_load_failed")
     assert job.result is Result.KDUMP_LOAD_FAILED, job.reason
     assert job.run_dir is not None
     assert (job.run_dir / "snapshot-build" / "console.log").stat().st_size > 0
