@@ -3,10 +3,11 @@
 Each scenario runs twice in one test, cold (boot, load kdump) and restored from the
 snapshot of the same guest taken kdump-ready (``snapshot=True``; the snapshot is made on
 first use and cached, keyed by image, configuration, QEMU and accelerator).  Both must end
-in the same result with the same finding codes: a restored guest must not hide a kernel
-behaviour a cold one shows, nor invent one.  Then what a restored guest keeps from its
-snapshot is checked: its clock (the harness reads its offset; CRASHTIME still lands in
-the panic window) and its random state (two guests restored from one snapshot part ways).
+in the same result with the same finding codes (but for which CPU an NMI found busy): a
+restored guest must not hide a kernel behaviour a cold one shows, nor invent one.  Then
+what a restored guest keeps from its snapshot is checked: its clock (the harness reads its
+offset; CRASHTIME still lands in the panic window) and its random state (two guests
+restored from one snapshot part ways).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from harness.results import Result
 pytestmark = [pytest.mark.guest, pytest.mark.kh(snapshot="off")]
 
 
+#: Which CPU an NMI caught busy depends on the moment, cold or restored alike (seen:
+#: ``panic-cpu`` in one run, ``no-busy-cpu-note`` in the next): not compared.
+INCIDENTAL = {"panic-cpu", "panic-cpu-idle", "panic-cpu-unknown", "no-busy-cpu-note"}
+
+
 def codes(job: JobResult) -> set[str]:
     assert job.report is not None, f"{job.result.value}: {job.reason}"
-    return {f.code.value for f in job.report.findings}
+    return {f.code.value for f in job.report.findings} - INCIDENTAL
 
 
 def cold_and_restored(kdump: Scenario, profile: str, **run: Any) -> tuple[JobResult, JobResult]:
