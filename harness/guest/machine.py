@@ -73,8 +73,8 @@ class Guest:
         self.boot_faults: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         #: The snapshot this guest was restored from (``config.snapshot``), and the host's
-        #: wall clock minus the guest's, read after the restore: the guest's clock is the
-        #: snapshot's (0 for a cold boot, whose clock comes from the host's RTC).
+        #: wall clock minus the guest's: read after a restore (the guest's clock is the
+        #: snapshot's) and in every observation before a panic (``topology.live``).
         self.restored_from: Path | None = None
         self.clock_offset = 0.0
         self._sockdir: Path | None = None
