@@ -295,26 +295,27 @@ class Guest:
         reload all run this one script."""
         return f"/harness/kdump-load {self.kdump_mode}"
 
-    def check_health(self, doing: str) -> None:
+    def check_health(self, doing: str, *, grace: float = 0.5) -> None:
         """Fail at once, naming the cause, when the guest can no longer do ``doing``.
 
         QEMU's own death is a harness error (``LostVMError``); a panic, the OOM killer or
         memory the kernel refused to add, read from the console, are guest results
         (``health.console_health``).  The console is only scanned while the guest runs:
-        after a deliberate panic it is the capture's business.
+        after a deliberate panic it is the capture's business.  ``grace``: how long a live
+        QEMU is given to finish dying (see ``_why_lost``); 0 for a check between polls.
         """
-        died = self._why_lost()
+        died = self._why_lost(grace)
         if died:
             raise LostVMError(f"{died} (while {doing})")
         if self.state is GuestState.RUNNING and hasattr(self, "console"):
             console_health(self.console.text(self.booted_mark), doing, self.console.tail)
 
-    def _why_lost(self) -> str | None:
+    def _why_lost(self, grace: float = 0.5) -> str | None:
         """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""
         if self._proc is None:
             return None
-        if self._proc.poll() is None:
-            self.wait_exit(0.5)
+        if self._proc.poll() is None and grace > 0:
+            self.wait_exit(grace)
         return self.crashed()
 
     def read_readiness(self) -> Readiness:

@@ -226,13 +226,9 @@ def wait_migration(guest: Guest, timeout: float, what: str) -> None:
                                 f"{last.get('error-desc', 'QEMU gave no reason')}")
         return status == "completed"
 
-    def qemu_alive() -> None:
-        # Not check_health on a live QEMU: its grace wait for a dying one takes 0.5 s.
-        if not guest.alive():
-            guest.check_health(what)
-
     wait_until(done, timeout=timeout, what=what, interval=0.01,
-               describe=lambda: f"query-migrate: {json.dumps(last)}", health=qemu_alive)
+               describe=lambda: f"query-migrate: {json.dumps(last)}",
+               health=lambda: guest.check_health(what, grace=0))
 
 
 def prune_snapshots(cache_dir: Path | None = None, *, binary: str | None = None,
