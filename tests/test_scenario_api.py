@@ -90,3 +90,24 @@ def test_the_plugin_registers_its_markers(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.kernel(spec)*", "@pytest.mark.slow*",
                                  "@pytest.mark.seed000*", "@pytest.mark.seed004*"])
+
+
+def test_a_scenarios_job_records_through_the_same_code_with_its_own_expectation() -> None:
+    """``kdump.run``'s job (a JobResult, not JSON) and a test that judges it itself."""
+    capture = CaptureResult(Outcome.KDUMP_DID_NOT_OCCUR, "no dump", "sysrq", "headers",
+                            lock_at_panic=LockEvidence(
+                                LockHolder.NONE, "console replay",
+                                caught_in="cpu 0: crash_handle_hotplug_event+0x8c/0x150",
+                                caught_holder=LockHolder.HOTPLUG_HANDLER))
+    job = JobResult(result=Result.KDUMP_DID_NOT_OCCUR, expected=Result.ACCURATE,
+                    reason="no dump", accel="tcg", kernel_release="6.12.117",
+                    times={"restore": 0.1104},
+                    capture=capture, snapshot="/cache/snapshots/trixie-cloud-ab-cd")
+    recorded: list[tuple[str, object]] = []
+    record_verdict(lambda name, value: recorded.append((name, value)), job.to_json_dict(),
+                   expected="any")
+    assert recorded == [("kernel_release", "6.12.117"), ("accel", "tcg"),
+                        ("result", "kdump_did_not_occur"), ("expected", "any"),
+                        ("family", "kernel"), ("time.restore", 0.11),
+                        ("snapshot", "trixie-cloud-ab-cd"), ("lock_holder", "none"),
+                        ("lock_caught", "cpu 0: crash_handle_hotplug_event+0x8c/0x150")]

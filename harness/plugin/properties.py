@@ -11,6 +11,7 @@ guests; a test that runs the command line records its ``verdict.json`` with
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,20 +50,28 @@ def record_guest(record: Record, guest: Guest) -> None:
         record("time.restore", guest.times.restore)
 
 
-def record_verdict(record: Record, verdict: Mapping[str, Any]) -> None:
-    """A ``verdict.json`` (``JobResult.to_json_dict``), written by ``kdump-harness run``."""
+def record_verdict(record: Record, verdict: Mapping[str, Any], *,
+                   expected: str | None = None) -> None:
+    """A ``verdict.json`` (``JobResult.to_json_dict``): written by ``kdump-harness run``,
+    or a ``kdump.run`` scenario's job.  ``expected`` replaces the verdict's own (a test
+    that judges the result itself records ``JUDGED_BY_TEST``)."""
     for name in ("kernel_release", "accel", "result", "expected", "family"):
-        if verdict.get(name) is not None:
-            record(name, verdict[name])
+        value = expected if name == "expected" and expected is not None else verdict.get(name)
+        if value is not None:
+            record(name, value)
     for phase, seconds in (verdict.get("times") or {}).items():
         if seconds is not None:
             record(f"time.{phase}", round(float(seconds), 3))
+    if verdict.get("snapshot"):
+        record("snapshot", Path(verdict["snapshot"]).name)
     klog = (verdict.get("swarm") or {}).get("klog") or {}
     if "trylock_failures" in klog:
         record("trylock_failures", klog["trylock_failures"])
     lock = (verdict.get("capture") or {}).get("lock_at_panic") or {}
     if lock.get("holder"):
-        record("lock_holder", lock["holder"])
+        record("lock_holder", str(lock["holder"]))
+        if lock.get("caught_holder") is not None:
+            record("lock_caught", lock["caught_in"])
 
 
 __all__ = ["JUDGED_BY_TEST", "Record", "record_guest", "record_lock", "record_verdict",

@@ -56,7 +56,7 @@ from ..errors import UsageError
 from ..model import Trigger, UpdateStrategy, choose
 from ..results import parse_result
 from ..units import GiB
-from .properties import JUDGED_BY_TEST, record_guest, record_lock
+from .properties import JUDGED_BY_TEST, record_guest, record_lock, record_verdict
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
 _COMPARE: dict[str, Callable[[tuple[int, int], tuple[int, int]], bool]] = {
@@ -275,20 +275,10 @@ class Scenario:
         return job
 
     def _record_job(self, job: JobResult, *, judged_by_test: bool = False) -> None:
-        expected = JUDGED_BY_TEST if judged_by_test else job.expected.value
-        for name, value in (("accel", job.accel), ("result", job.result.value),
-                            ("expected", expected),
-                            ("family", job.result.family.value)):
-            self.record_property(name, value)
-        for phase, seconds in job.times.items():
-            if seconds is not None:
-                self.record_property(f"time.{phase}", round(seconds, 3))
-        if job.snapshot is not None:
-            self.record_property("snapshot", Path(job.snapshot).name)
-        if job.swarm is not None and job.swarm.klog is not None:
-            self.record_property("trylock_failures", job.swarm.klog.trylock_failures)
-        if job.capture is not None:
-            record_lock(self.record_property, job.capture)
+        # The kernel release went in with the image (_image).
+        verdict = {k: v for k, v in job.to_json_dict().items() if k != "kernel_release"}
+        record_verdict(self.record_property, verdict,
+                       expected=JUDGED_BY_TEST if judged_by_test else None)
 
     def close(self) -> None:
         for guest in self.guests:
