@@ -17,7 +17,8 @@ from .. import settings
 from ..errors import GuestError, HarnessError, InfrastructureError, UsageError
 
 #: Command modules, in the order their commands appear in ``--help``.
-COMMAND_MODULES = ("run", "boot", "swarm", "crash", "vmcore", "images", "doctor", "bench")
+COMMAND_MODULES = ("run", "repro", "matrix", "report", "boot", "swarm", "crash", "vmcore", "images",
+                   "doctor", "bench")
 
 EXIT_OK = 0
 EXIT_FINDING = 1      # the guest or the dump is wrong: a result, not a crash
