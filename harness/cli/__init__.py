@@ -54,6 +54,8 @@ def _setting_options(args: argparse.Namespace) -> dict[str, str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The words as typed: ``repro`` passes its recipe's on to every iteration.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

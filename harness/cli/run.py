@@ -18,7 +18,7 @@ from .common import (
 from .swarm import add_swarm_options, plan_from_args, swarm_guest_config
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
-    from ..api import JobResult
+    from ..api import GuestConfig, JobResult, JobSpec
 
 DESCRIPTION = """\
 One whole cycle: boot a kdump-ready guest, run a hot-plug swarm, snapshot the topology,
@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ..api import JobSpec, SwarmOptions, parse_contention, run_job
+def job_inputs(args: argparse.Namespace) -> tuple[GuestConfig, JobSpec]:
+    """The guest and the job the ``run`` options describe, validated (``UsageError``
+    before anything starts); ``repro`` and ``matrix`` build each iteration with it."""
+    from ..api import JobSpec, SwarmOptions, parse_contention
 
     plan = plan_from_args(args)
     config = swarm_guest_config(args, capture_mode=args.mode)
@@ -58,11 +60,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                    panic_after=args.panic_after, during_reload=args.during_reload,
                    expect=args.expect)
     spec.validate(config)      # everything refusable is refused before the image build
+    return config, spec
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..api import run_job
+
+    config, spec = job_inputs(args)
     image = build_image_from_args(args)
     out = run_dir(args, "run")
     if not args.json:
-        print(f"kdump-harness run: {image.profile} {image.kernel_release}; {plan.summary()}; "
-              f"{args.trigger} panic, {args.mode} capture; evidence in {out}", file=sys.stderr)
+        print(f"kdump-harness run: {image.profile} {image.kernel_release}; "
+              f"{spec.plan.summary()}; {args.trigger} panic, {args.mode} capture; "
+              f"evidence in {out}", file=sys.stderr)
     job = run_job(image, config, spec, out)
     if args.json:
         print_json(job.to_json_dict())
