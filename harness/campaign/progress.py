@@ -30,7 +30,7 @@ from .line import ResultLine
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class CampaignProgress:

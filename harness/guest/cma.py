@@ -286,7 +286,7 @@ def settled_state(guest: Guest, baseline: CmaState, current: CmaState | None = N
         return state if abs(state.free_kb - baseline.free_kb) <= tolerance_kb else None
 
     found = poll(close, deadline=Deadline(guest.timeouts.settle, "CmaFree near its baseline"),
-                 interval=0.2, health=lambda: guest.check_health("reading CMA"))
+                 interval=0.2, health=lambda: guest.check_health("reading CMA", grace=0))
     return found or seen[0]
 
 

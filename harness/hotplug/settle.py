@@ -83,7 +83,8 @@ class Settler:
 
         poll(done, deadline=deadline, interval=0.01,
              health=lambda: self.state.guest.check_health(
-                 "waiting for " + ", ".join(op.device for op in ops.pending(devices))))
+                 "waiting for " + ", ".join(op.device for op in ops.pending(devices)),
+                 grace=0))   # between polls: a live QEMU must not cost a 0.5 s wait each
         return ops.pending(devices)
 
     def _poll_ops(self, ops: Sequence[tracker.DeviceOp]) -> None:
@@ -152,7 +153,8 @@ class Settler:
             return diff.ok
 
         ok = poll(settled, deadline=deadline, interval=s.poll_interval,
-                  health=lambda: s.guest.check_health(f"settling phase {report.phase}"))
+                  health=lambda: s.guest.check_health(f"settling phase {report.phase}",
+                                                      grace=0))
         observed = last["observed"].to_json_dict() if "observed" in last else None
         if ok:
             report.settled = time.monotonic() - start
