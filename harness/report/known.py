@@ -55,8 +55,8 @@ class KnownFailure:
         return self.covers(item) and item.line.result is self.result
 
     def text(self) -> str:
-        conf = "".join(f", {k}={g}" for k, g in self.config)
-        return f"{self.kernel} / {self.cell}{conf}: {self.result.value}"
+        conf = ", ".join(f"{k}={g}" for k, g in self.config)
+        return f"{self.kernel} / {self.cell}" + (f" ({conf})" if conf else "")
 
 
 @dataclass(frozen=True)
