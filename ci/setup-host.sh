@@ -30,6 +30,9 @@ command -v cpio >/dev/null || need+=(cpio)   # the tests cross-check our cpio wr
 command -v cc >/dev/null || command -v gcc >/dev/null || need+=(gcc)
 [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || need+=(debian-archive-keyring)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# tests/test_report_browser.py opens the HTML report in headless Chromium (plots render,
+# links resolve); any chromium binary will do (~9 s to install from a nearby mirror)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
     echo "setup-host: installing ${need[*]}"
     $SUDO apt-get update -q

@@ -45,7 +45,7 @@ def _svg(fig: Any, name: str) -> str:
     # hashsalt: ids inside each SVG (clip paths, markers) must not collide across the
     # figures inlined in one page; fonttype none: text stays text (smaller, selectable).
     with plt.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return _PROLOG.sub("", buf.getvalue(), count=1)
 
