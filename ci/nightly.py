@@ -1,169 +1,109 @@
 #!/usr/bin/env python3
-"""The nightly stress matrix: kernels x hot-plug shapes x panic triggers x load syscalls.
+"""The nightly matrix, as a person runs it locally and as the nightly workflow runs it.
 
-    python3 ci/nightly.py [--profiles trixie,sid] [--out nightly-report] [--quick] [--snapshot]
+    python3 ci/nightly.py [--shard i/N] [--jobs K] [--results DIR] [--quick]
+                          [--select S] [--iterations N] [--snapshot] [--dry-run]
 
-Each cell is one ``kdump-harness run`` (boot, swarm, panic, capture, verify) with its own
-evidence directory; the matrix writes ``report.md`` (for people) and ``report.json`` (for
-machines) and exits non-zero if any cell's result was not the expected one.  Cells are
-frozen dataclasses, not config strings: add a shape or a trigger by adding a value.
+Runs ``kdump-harness matrix run`` (the matrix is ci/matrix.toml: ``kdump-harness matrix
+list`` shows its cells, exclusions and expected results), then ``kdump-harness report``
+on the results when this checkout has that command: DIR/report.html and DIR/summary.md,
+read against ci/known-failures.toml.  Exit status is the matrix run's (0 every iteration
+as expected, 1 a kernel finding, 125 the harness could not test, 2 bad usage); a report
+that fails is said, and counts only when the matrix itself passed.
+
+Standard library only, so any python3 runs it: the harness runs from .venv
+(``bash ci/setup-host.sh`` makes it), else from ``kdump-harness`` on PATH.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
+import shutil
+import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from harness import settings
-from harness.guest import GuestConfig
-from harness.guest.accel import qemu_version
-from harness.hotplug import QEMU_SURVIVES_CPU_UNPLUG, SwarmSpec, build_plan
-from harness.images import GuestImage, build_image
-from harness.job import JobSpec, run_job
-
-MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[1]
+KNOWN_FAILURES = ROOT / "ci" / "known-failures.toml"
 
 
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    swarm: SwarmSpec
-    #: The expected result on kernels that update the header themselves (6.6+); 6.1 runs
-    #: with udev-like reloads, which rebuild the header from scratch: always accurate.
-    expect_crash_hotplug: str = "accurate"
-    #: The oldest QEMU that survives the shape (older ones skip the cell and say so).
-    min_qemu: tuple[int, int, int] = (0, 0, 0)
+def harness_command() -> list[str]:
+    """How to run kdump-harness: the checkout's .venv first, then PATH."""
+    venv = ROOT / ".venv" / "bin" / "kdump-harness"
+    if venv.exists():
+        return [str(venv)]
+    found = shutil.which("kdump-harness")
+    if found is None:
+        sys.exit("nightly: no kdump-harness (run `bash ci/setup-host.sh` first)")
+    return [found]
 
 
-SHAPES = (
-    Shape("burst-16dimm-6cpu", SwarmSpec(dimms=(256 * MiB,) * 16, cpus=6)),
-    # 6.12 and 7.2 rewrite the header at MEM_OFFLINE, before the removed DIMM's resource is
-    # released: the last removed range stays described (testcases/test_run.py pins it).
-    Shape("unplug-half-dimms", SwarmSpec(dimms=(256 * MiB,) * 8, cpus=4, unplug=4),
-          expect_crash_hotplug="stale"),
-    # After a vCPU unplug QEMU 7.2 dies ("double free or corruption") by the time the
-    # capture kernel boots, whatever the pacing; 10.0 (bookworm-backports) is fine.
-    Shape("unplug-vcpus", SwarmSpec(dimms=(256 * MiB,) * 4, cpus=4, unplug_cpus=2),
-          min_qemu=QEMU_SURVIVES_CPU_UNPLUG),
-    Shape("seeded-shuffle", SwarmSpec(dimms=(128 * MiB, 256 * MiB, 512 * MiB) * 2, cpus=3, seed=7)),
-)
-TRIGGERS = ("sysrq", "nmi")
-KEXEC = ("file", "classic")
-
-
-@dataclass(frozen=True)
-class Cell:
-    profile: str
-    shape: Shape
-    trigger: str
-    kexec: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.profile}-{self.shape.name}-{self.trigger}-{self.kexec}"
-
-    @property
-    def expect(self) -> str:
-        return "accurate" if self.profile == "bookworm" else self.shape.expect_crash_hotplug
-
-
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profiles", default="bookworm,trixie,sid")
-    p.add_argument("--out", type=Path, default=Path("nightly-report"))
-    p.add_argument("--quick", action="store_true", help="one shape, sysrq, file loads only")
-    p.add_argument("--snapshot", action="store_true",
-                   help="restore each cell's guest from a cached snapshot (made once per "
-                        "profile and configuration) instead of booting it")
-    args = p.parse_args()
-    profiles = [x for x in args.profiles.split(",") if x]
-    shapes = SHAPES[:1] if args.quick else SHAPES
-    triggers = TRIGGERS[:1] if args.quick else TRIGGERS
-    kexec = KEXEC[:1] if args.quick else KEXEC
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    images: dict[str, GuestImage] = {}
-    started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    for cell in (Cell(*c) for c in itertools.product(profiles, shapes, triggers, kexec)):
-        if cell.profile == "bookworm" and cell.kexec == "classic":
-            continue  # kexec-tools 2.0.25 has no --hotplug, and 6.1 could not use it
-        if qemu_version() < cell.shape.min_qemu:
-            print(f"SKIP {cell.name}: QEMU {'.'.join(map(str, qemu_version()))} is older than "
-                  f"{'.'.join(map(str, cell.shape.min_qemu))}", flush=True)
-            continue
-        image = images.setdefault(cell.profile, build_image(cell.profile))
-        config = GuestConfig(max_cpus=8, kexec=cell.kexec, accel=settings.current().accel,
-                             memhp_default_state="online" if cell.profile == "bookworm"
-                             else "online_movable",
-                             snapshot=args.snapshot or settings.current()["snapshot"])
-        spec = JobSpec(plan=build_plan(cell.shape.swarm), trigger=cell.trigger, expect=cell.expect)
-        started = time.monotonic()
-        job = run_job(image, config, spec, args.out / cell.name)
-        rows.append({"cell": cell.name, "profile": cell.profile, "shape": cell.shape.name,
-                     "trigger": cell.trigger, "kexec": cell.kexec, "result": job.result,
-                     "expected": job.expected, "passed": job.passed, "accel": job.accel,
-                     "kernel_release": job.kernel_release,
-                     "seconds": round(time.monotonic() - started, 1),
-                     "times": {k: v for k, v in job.times.items() if k in PHASES},
-                     "trylock_failures": (job.swarm.klog.trylock_failures
-                                          if job.swarm and job.swarm.klog else None),
-                     "boot_faults": job.boot_faults, "evidence": str(args.out / cell.name),
-                     "reason": job.reason.splitlines()[0] if job.reason else "",
-                     "swarm": asdict(cell.shape.swarm)})
-        print(f"{'PASS' if job.passed else 'FAIL'} {cell.name}: {job.result} "
-              f"({rows[-1]['seconds']} s)", flush=True)
-    (args.out / "report.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    (args.out / "report.md").write_text(render_markdown(rows, images, started_at))
-    print(f"report: {args.out / 'report.md'}")
-    return 0 if all(r["passed"] for r in rows) else 1
+    p.add_argument("--shard", default="1/1", metavar="i/N", help="this machine's part (1/1)")
+    p.add_argument("--jobs", type=int, default=1, metavar="K", help="parallel guests (1)")
+    p.add_argument("--results", type=Path, default=Path("nightly-results"), metavar="DIR",
+                   help="results directory (default nightly-results)")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick selection only (trixie's cheap core cells)")
+    p.add_argument("--select", action="append", default=[], metavar="S",
+                   help="a selection of ci/matrix.toml or DIMENSION=V1,V2 (repeatable)")
+    p.add_argument("--iterations", type=int, metavar="N", help="iterations per cell")
+    p.add_argument("--campaign", metavar="ID", help="campaign id (default: the night's)")
+    p.add_argument("--snapshot", action="store_true", help="guests restored from snapshots")
+    p.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip kdump-harness report")
+    return p.parse_args(argv)
 
 
-#: The phases a reader compares between cells (seconds; see harness.job).
-PHASES = ("boot_to_kdump_ready", "swarm_settle", "panic_to_capture", "dump_write", "verify")
+def matrix_argv(args: argparse.Namespace) -> list[str]:
+    """The ``kdump-harness matrix run`` words the options stand for."""
+    words = ["matrix", "run", "--definition", str(ROOT / "ci" / "matrix.toml"),
+             "--shard", args.shard, "--jobs", str(args.jobs), "--results", str(args.results)]
+    for selector in (["quick"] if args.quick else []) + args.select:
+        words += ["--select", selector]
+    if args.iterations is not None:
+        words += ["--iterations", str(args.iterations)]
+    if args.campaign:
+        words += ["--campaign", args.campaign]
+    words += ["--snapshot"] * args.snapshot + ["--dry-run"] * args.dry_run
+    return words
 
 
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def report_argv(args: argparse.Namespace, known: Path = KNOWN_FAILURES) -> list[str]:
+    """The ``kdump-harness report`` words for this run's results."""
+    words = ["report", str(args.results), "-o", str(args.results / "report.html"),
+             "--markdown", str(args.results / "summary.md")]
+    if known.is_file():
+        words += ["--known-failures", str(known)]
+    return words
 
 
-def render_markdown(rows: list[dict[str, Any]], images: dict[str, GuestImage],
-                    started_at: str) -> str:
-    """The report people read: what ran, what passed, and for each failure why and where."""
-    passed = sum(r["passed"] for r in rows)
-    accels = sorted({r["accel"] for r in rows if r["accel"]}) or ["?"]
-    lines = ["# kdump-harness nightly matrix", "",
-             f"Started {started_at}; QEMU {'.'.join(map(str, qemu_version()))} "
-             f"({', '.join(accels)}). **{passed} of {len(rows)} cells passed.**", "",
-             "| profile | kernel | image notes |", "|---|---|---|"]
-    for name, image in images.items():
-        notes = image.drift_summary() or "as locked"
-        lines.append(f"| {name} | {image.kernel_release} | {notes} |")
-    lines += ["", "| cell | result | expected | trylock failures | "
-              + " | ".join(PHASES) + " | total |",
-              "|---|---|---|---|" + "---|" * len(PHASES) + "---|"]
-    for r in rows:
-        mark = "✔" if r["passed"] else "✘"
-        phases = " | ".join(_seconds(r["times"].get(k)) for k in PHASES)
-        lines.append(f"| {r['cell']} | {mark} {r['result']} | {r['expected']} | "
-                     f"{r['trylock_failures'] if r['trylock_failures'] is not None else '-'} | "
-                     f"{phases} | {r['seconds']} |")
-    failures = [r for r in rows if not r["passed"]]
-    if failures:
-        lines += ["", "## Failures", ""]
-        lines += [f"- **{r['cell']}**: {r['result']} (expected {r['expected']}): {r['reason']}  "
-                  f"\n  evidence: `{r['evidence']}`" for r in failures]
-    faults = [(r["cell"], f) for r in rows for f in r["boot_faults"]]
-    if faults:
-        lines += ["", "## Boots tried again (known emulator faults)", ""]
-        lines += [f"- {cell}: {fault}" for cell, fault in faults]
-    return "\n".join(lines) + "\n"
+def has_command(harness: list[str], name: str) -> bool:
+    """Whether this checkout's harness has ``name`` (the report came later than run)."""
+    done = subprocess.run([*harness, name, "--help"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    harness = harness_command()
+    status = subprocess.run([*harness, *matrix_argv(args)], check=False).returncode
+    if args.dry_run or not args.report or status == 2:
+        return status
+    if not (args.results / "results.jsonl").exists():
+        print(f"nightly: no results in {args.results}: no report", file=sys.stderr)
+        return status
+    if not has_command(harness, "report"):
+        print("nightly: this harness has no `report` command: results.jsonl only",
+              file=sys.stderr)
+        return status
+    reported = subprocess.run([*harness, *report_argv(args)], check=False).returncode
+    if reported != 0:
+        print(f"nightly: kdump-harness report failed ({reported})", file=sys.stderr)
+    return status or reported
 
 
 if __name__ == "__main__":

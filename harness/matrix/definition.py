@@ -177,7 +177,7 @@ def _shapes(r: _Reader, value: Any, names: tuple[str, ...]) -> tuple[Shape, ...]
         entry = r.table(table[name], key, ("args", "why"))
         args = r.words(entry.get("args"), f"{key}.args")
         why = r.text(entry.get("why"), f"{key}.why")
-        shapes.append(Shape(name, args, why, shape_traits(name, args, f"{r.path}: {key}.args")))
+        shapes.append(Shape(name, args, why, shape_traits(args, f"{r.path}: {key}.args")))
     return tuple(shapes)
 
 

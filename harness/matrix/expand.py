@@ -147,7 +147,7 @@ def expand(definition: Definition) -> Expansion:
         if reason is not None:
             excluded.append(Excluded(cell, reason))
             continue
-        ns = parse_run(cell.name, cell.argv, f"{definition.path}: cell {cell.name}")
+        ns = parse_run(cell.argv, f"{definition.path}: cell {cell.name}")
         cells.append(dataclasses.replace(cell, seed=ns.seed))
     return Expansion(tuple(cells), tuple(excluded))
 
