@@ -119,11 +119,12 @@ def write_lines(path: Path, lines: Iterable[ResultLine]) -> None:
 
 
 def result_files(paths: Iterable[Path]) -> list[Path]:
-    """The ``*.jsonl`` files under each path (a file is taken as it is), sorted."""
+    """The ``results.jsonl`` files under each path (a file is taken as it is), sorted;
+    not every ``*.jsonl``: evidence directories hold QMP transcripts (``qmp.jsonl``)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(path.rglob("*.jsonl"))
+            found += sorted(path.rglob(RESULTS_FILE))
         elif path.is_file():
             found.append(path)
         else:

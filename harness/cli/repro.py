@@ -36,7 +36,7 @@ Exit status, fit for `git bisect run`: 0 every iteration as expected, 1 a kernel
 #: The options ``repro`` adds to ``run``'s (the rest of the command line is the recipe).
 _OWN = (("-n", "--iterations"), ("--jobs",), ("--until-fail",), ("--audit",),
         ("--results", "--out"), ("--json",), ("--seed",), ("--keep-evidence",),
-        ("--no-progress",), ("--campaign",))
+        ("--no-progress",), ("--campaign",), ("--name",))
 
 
 def _own_options(p: argparse.ArgumentParser) -> None:
@@ -60,6 +60,9 @@ def _own_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
     g.add_argument("--campaign", metavar="ID", help="campaign id in the result lines")
+    g.add_argument("--name", metavar="NAME",
+                   help="the recipe's name in the result lines and the report's cells "
+                        "(default repro-crash or repro-audit)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,7 +95,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     if words and words[0] == "repro":
         words = words[1:]
     _, rest = split_argv(words)
-    recipe = Recipe("repro", tuple(rest), Kind.AUDIT if args.audit else Kind.CRASH)
+    kind = Kind.AUDIT if args.audit else Kind.CRASH
+    recipe = Recipe(args.name or f"repro-{kind.value}", tuple(rest), kind)
     recipe.validate()
     return recipe
 
