@@ -117,9 +117,11 @@ def test_staleness_counts_ram_dimms_and_cpus_once() -> None:
               in_header=True),
         error(FindingCode.DIMM_MISSING, Verdict.STALE, "x", device="dimm3"),
         error(FindingCode.CPU_NOTES_MISSING, Verdict.STALE, "x", cpu=5),
+        error(FindingCode.DUMP_RANGE_NOT_RAM, Verdict.STALE, "x",
+              range=AddressRange(0x120000000, 0x128000000)),
     )
     report = VerifyReport(Verdict.STALE, findings, "vmcore", DumpFormat.ELF)
-    assert staleness(report) == Staleness(mib=256.0, dimms=1, cpus=1)
+    assert staleness(report) == Staleness(mib=384.0, dimms=1, cpus=1)
     assert staleness(None) == Staleness()
 
 

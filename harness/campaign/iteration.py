@@ -56,7 +56,10 @@ def staleness(report: VerifyReport | None) -> Staleness:
         return Staleness()
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     own = [f for f in errors if not f.in_header] or errors
-    ranges = {f.range for f in own if f.area is Area.MEMORY and f.range is not None}
+    # RAM the header lacks (memory area) and ranges it describes that are not RAM any
+    # more (dump area: dump-range-not-ram, the last removed DIMM on 6.12/7.2).
+    ranges = {f.range for f in own
+              if f.area in (Area.MEMORY, Area.DUMP) and f.range is not None}
     dimms = {f.device for f in own if f.area is Area.DIMM and f.device}
     cpus = {f.cpu for f in own if f.area is Area.CPU and f.cpu is not None}
     return Staleness(mib=round(sum(r.size for r in ranges) / MiB, 1), dimms=len(dimms),
