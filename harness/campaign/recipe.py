@@ -10,8 +10,6 @@ order (and with ``--random`` the whole plan) comes from it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shlex
 from dataclasses import dataclass
 
@@ -50,17 +48,10 @@ class Recipe:
     def namespace(self, seed: int | None = None) -> argparse.Namespace:
         """The ``run`` options parsed, with ``--seed`` when given; ``UsageError`` naming
         the recipe and argparse's complaint if they do not parse."""
-        from ..cli import build_parser
+        from ..cli import parse_run_options
 
-        words = ["run", *self.argv, *(("--seed", str(seed)) if seed is not None else ())]
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                return build_parser().parse_args(words)
-        except SystemExit as exc:
-            complaint = err.getvalue().strip().splitlines()
-            raise UsageError(f"recipe {self.name}: {complaint[-1] if complaint else exc}: "
-                             f"{shlex.join(self.argv)}") from None
+        seed_words = ("--seed", str(seed)) if seed is not None else ()
+        return parse_run_options((*self.argv, *seed_words), f"recipe {self.name}")
 
     def validate(self) -> None:
         """Refuse what ``run`` would refuse, naming the recipe (nothing is started)."""

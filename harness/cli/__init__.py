@@ -8,7 +8,10 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -43,6 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
             module.register)
         register(sub)
     return parser
+
+
+@functools.cache
+def _shared_parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+def parse_run_options(argv: Sequence[str], where: str) -> argparse.Namespace:
+    """``argv`` as ``kdump-harness run`` parses it, refused as ``UsageError`` naming
+    ``where`` with argparse's complaint (recipes and matrix cells; the parser is built
+    once: ~45 ms each time would add seconds to a matrix of a hundred cells)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            return _shared_parser().parse_args(["run", *argv])
+    except SystemExit:
+        complaint = [line for line in err.getvalue().splitlines() if line.strip()]
+        reason = complaint[-1].split("error: ", 1)[-1] if complaint else "not run options"
+        raise UsageError(f"{where}: {reason} (in: {' '.join(argv) or '(none)'})") from None
 
 
 def _setting_options(args: argparse.Namespace) -> dict[str, str | None]:

@@ -9,37 +9,17 @@ do not have.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import io
 from collections.abc import Sequence
 
-from ..errors import UsageError
 from ..units import parse_size
 from .model import Trait
 
 
-@functools.cache
-def _parser() -> argparse.ArgumentParser:
-    from ..cli import build_parser
-
-    return build_parser()
-
-
 def parse_run(argv: Sequence[str], where: str) -> argparse.Namespace:
-    """``argv`` as ``kdump-harness run`` parses it; argparse's complaint names ``where``.
+    """``argv`` as ``kdump-harness run`` parses it; argparse's complaint names ``where``."""
+    from ..cli import parse_run_options
 
-    ``Recipe.namespace`` does the same but builds the parser per call (~45 ms): a hundred
-    cells would take seconds, so the matrix keeps one parser.
-    """
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            return _parser().parse_args(["run", *argv])
-    except SystemExit:
-        complaint = [line for line in err.getvalue().splitlines() if line.strip()]
-        reason = complaint[-1].split("error: ", 1)[-1] if complaint else "not run options"
-        raise UsageError(f"{where}: {reason} (in: {' '.join(argv) or '(none)'})") from None
+    return parse_run_options(argv, where)
 
 
 def shape_traits(argv: Sequence[str], where: str) -> frozenset[Trait]:
