@@ -92,7 +92,9 @@ def test_run_hands_the_executor_one_task_per_iteration(
         config = task.recipe.dimensions
         assert config["profile"] == "trixie" and task.recipe.argv[-1] == "--snapshot"
         assert task.recipe.name.startswith(f"trixie-{config['shape']}-{config['trigger']}")
-        assert task.seed == (7 if config["shape"] == "seeded-shuffle" else None)
+        # A seeded shape's iteration i runs seed 7+i; an unseeded one keeps its order.
+        assert task.seed == (7 + task.iteration if config["shape"] == "seeded-shuffle"
+                             else None)
     # With --snapshot every distinct guest is prepared once, up front.
     assert sorted(seen["prepared"]) == sorted({t.recipe.name for t in tasks})
     plan = json.loads((tmp_path / "matrix-plan.json").read_text())

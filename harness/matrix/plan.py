@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..campaign.iteration import Task
-from ..campaign.recipe import Recipe
+from ..campaign.recipe import Recipe, iteration_seed
 from ..errors import HarnessError
 from .expand import Cell, Expansion, expand, host_exclusions
 from .model import Definition, HostFacts
@@ -91,7 +91,11 @@ def recipe(cell: Cell, *, snapshot: bool = False) -> Recipe:
 def tasks(plan: RunPlan, *, snapshot: bool = False) -> list[Task]:
     recipes = {c.name: recipe(c, snapshot=snapshot)
                for c in dict.fromkeys(u.cell for u in plan.runnable)}
-    return [Task(recipes[u.cell.name], u.iteration, u.cell.seed) for u in plan.runnable]
+    # A seeded shape's iterations each draw their own order (seed S, S+1, ...: the same on
+    # every machine and night); an unseeded one keeps its fixed order.
+    return [Task(recipes[u.cell.name], u.iteration,
+                 None if u.cell.seed is None else iteration_seed(u.cell.seed, u.iteration))
+            for u in plan.runnable]
 
 
 def plan_json(plan: RunPlan, campaign: str) -> dict[str, Any]:
