@@ -264,3 +264,15 @@ def test_the_shipped_known_failures_file_parses() -> None:
     entries = load_known(Path(__file__).parent.parent / "ci" / "known-failures.toml")
     assert any(e.kernel == "7.2*" and e.result is Result.STALE for e in entries)
     assert any(dict(e.config).get("update") == "none" for e in entries)
+
+
+def test_the_trend_runs_over_the_baselines_nights_too(tmp_path: Path) -> None:
+    from harness.report.build import assemble
+
+    old = write(tmp_path / "old", outcomes((Result.STALE, 3), campaign="night-1",
+                                           started="2026-11-30T01:00:00Z"))
+    new = write(tmp_path / "new", outcomes((Result.ACCURATE, 3), campaign="night-2",
+                                           started="2026-12-01T01:00:00Z"))
+    report = assemble(load([new]), baseline=load([old]), with_plots=False)
+    assert [n.campaign for n in report.nights] == ["night-1", "night-2"]
+    assert report.overview.campaigns == ("night-2",)   # the figures are tonight's alone

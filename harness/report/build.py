@@ -81,7 +81,10 @@ def assemble(lines: LineSet, *, title: str = DEFAULT_TITLE, baseline: LineSet | 
              if known_file is not None else None)
     failures = tuple(Failure(i, known.status_of(i) if known and not i.is_harness_error else None)
                      for i in lines.lines if not i.line.passed)
-    night_list = nights(lines)
+    # The trend runs over the baseline's nights too: a night compared with the last
+    # fortnight shows where it stands in it.
+    night_list = nights(lines if baseline is None else LineSet(
+        lines=lines.lines + baseline.lines, files=lines.files + baseline.files))
     return Report(
         title=title, overview=overview(lines), cells=tuple(all_cells(lines)),
         nights=tuple(night_list), failures=failures, known=known,
