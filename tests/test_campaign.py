@@ -160,3 +160,20 @@ def test_the_end_table_keeps_harness_errors_out_of_kernel_rates() -> None:
     assert "(not a kernel rate)" in text
     assert "replay the first: kdump-harness run --seed 102" in text
     assert "4 iterations in 36 s: 400 per hour" in text
+
+
+def test_a_long_step_says_what_it_does_and_a_quick_one_stays_quiet(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from harness.campaign.progress import long_step
+
+    with long_step("guest image for trixie"):
+        pass
+    assert capsys.readouterr().err == ""          # a cached image is not news
+    with long_step("guest image for sid"):
+        logging.getLogger("harness.images").info("downloading %s", "linux-image-7.2")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "guest image for sid: downloading linux-image-7.2"
+    assert err[1].startswith("guest image for sid: done in ")
+    assert logging.getLogger("harness.images").level == logging.NOTSET   # put back

@@ -101,36 +101,54 @@ class _StatusHandler(logging.Handler):
         self.update(record.getMessage())
 
 
+#: A step shorter than this says nothing when it ends (a cached image is not news).
+QUIET_UNDER = 2.0
+
+
 @contextlib.contextmanager
 def long_step(what: str, *, loggers: tuple[str, ...] = ("harness.images",),
               enabled: bool = True) -> Iterator[None]:
-    """A spinner with the elapsed time and the step's newest log message (image builds
-    log each download), so a first run never sits silent for tens of seconds.  Off a
-    terminal: one line when the step starts and one when it ends."""
-    console = stderr_console()
-    started = time.monotonic()
+    """Show a step that may take long: on a terminal a spinner with the elapsed time and
+    the step's newest log message (image builds log each download), elsewhere each log
+    message as a line; either way "done in N s" at the end when it took a while.  So a
+    first run never sits silent for tens of seconds, and a cached image stays quiet."""
     if not enabled:
         yield
         return
-    if not console.is_terminal:
-        console.print(f"{what} ...", markup=False)
-        yield
-        console.print(f"{what}: done in {time.monotonic() - started:.1f} s", markup=False)
-        return
-    with console.status(what) as status:
-        def update(message: str) -> None:
-            status.update(f"{what} ({time.monotonic() - started:.0f} s): {message}")
+    console = stderr_console()
+    started = time.monotonic()
+    said = [False]
+    with contextlib.ExitStack() as stack:
+        if console.is_terminal:
+            status = stack.enter_context(console.status(what))
 
-        handler = _StatusHandler(update)
-        targets = [logging.getLogger(name) for name in loggers]
-        levels = [t.level for t in targets]
-        for t in targets:
-            t.addHandler(handler)
-            if t.level == logging.NOTSET or t.level > logging.INFO:
-                t.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            for t, level in zip(targets, levels, strict=True):
-                t.removeHandler(handler)
-                t.setLevel(level)
+            def update(message: str) -> None:
+                status.update(f"{what} ({time.monotonic() - started:.0f} s): {message}")
+        else:
+            def update(message: str) -> None:
+                said[0] = True
+                console.print(f"{what}: {message}", markup=False)
+
+        stack.enter_context(_logging_to(update, loggers))
+        yield
+    elapsed = time.monotonic() - started
+    if said[0] or elapsed >= QUIET_UNDER:
+        console.print(f"{what}: done in {elapsed:.1f} s", markup=False)
+
+
+@contextlib.contextmanager
+def _logging_to(update: Callable[[str], None], loggers: tuple[str, ...]) -> Iterator[None]:
+    """INFO messages of ``loggers`` go to ``update`` for the duration."""
+    handler = _StatusHandler(update)
+    targets = [logging.getLogger(name) for name in loggers]
+    levels = [t.level for t in targets]
+    for t in targets:
+        t.addHandler(handler)
+        if t.level == logging.NOTSET or t.level > logging.INFO:
+            t.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for t, level in zip(targets, levels, strict=True):
+            t.removeHandler(handler)
+            t.setLevel(level)

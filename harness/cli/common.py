@@ -140,9 +140,13 @@ def build_image_from_args(args: argparse.Namespace) -> Any:
 
     if (args.modules or args.config) and not args.kernel:
         raise UsageError("--modules and --config go with --kernel")
-    image = build_image(args.profile, flavour=args.flavour, kernel=args.kernel,
-                        modules_dir=args.modules, config=args.config, mirror=args.mirror,
-                        lock="strict" if args.locked else None)
+    from ..campaign.progress import long_step
+
+    what = f"guest image for {args.profile}" + (f" with {args.kernel}" if args.kernel else "")
+    with long_step(what, enabled=not getattr(args, "json", False)):
+        image = build_image(args.profile, flavour=args.flavour, kernel=args.kernel,
+                            modules_dir=args.modules, config=args.config, mirror=args.mirror,
+                            lock="strict" if args.locked else None)
     if image.lock_drift:
         print(f"kdump-harness: note: {image.drift_summary()}", file=sys.stderr)
     return image
