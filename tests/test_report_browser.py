@@ -23,7 +23,8 @@ from harness.report import Outputs, build
 from harness.report.synthetic import synthesise, write_campaigns
 
 DEADLINE = 90.0          # seconds per Chromium run: a cold start on a loaded 2-core host
-BROWSERS = ("chromium", "chromium-browser")
+# Debian's package, Ubuntu's name for it, and Google's build (GitHub's runners have it).
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 #: Measures each plot after layout and leaves the numbers in the DOM for --dump-dom.
 PROBE = """<script>
