@@ -12,7 +12,7 @@ kh=.venv/bin/kdump-harness
 out=$(mktemp -d -t kh-bench-repro-XXXXXX)
 trap 'rm -rf "$out"' EXIT
 echo "# repro throughput, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(qemu-system-x86_64 --version | head -1)"
-$kh repro --snapshot -n 2 --jobs 2 --results "$out/warm" --no-progress >/dev/null  # snapshot made, caches warm
+$kh repro --snapshot -n 2 --jobs 2 --results "$out/warm" --no-progress >/dev/null 2>&1  # snapshot made, caches warm
 echo "## verified crash cycles (target: >= 1000 per hour with --snapshot)"
 $kh repro --snapshot -n "$crash" --jobs 2 --seed 1 --results "$out/crash" --no-progress 2>/dev/null | tail -1
 echo "## audited swarms (target: >= 3000 per hour)"
