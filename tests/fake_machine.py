@@ -241,7 +241,7 @@ class FakeGuest:
     def kdump_reload_command(self) -> str:
         return "/harness/kdump-load file"
 
-    def check_health(self, doing: str) -> None:
+    def check_health(self, doing: str, *, grace: float = 0.5) -> None:
         # As Guest.check_health does for a QEMU that died of a signal.
         if not self.machine.alive:
             raise LostVMError(f"QEMU died (killed by signal 6): double free (while {doing})")

@@ -170,7 +170,7 @@ class FakeGuest:
         free = self.free.pop(0) if len(self.free) > 1 else self.free[0]
         return type("R", (), {"stdout": state_text(free_kb=free)})()
 
-    def check_health(self, doing: str) -> None:
+    def check_health(self, doing: str, *, grace: float = 0.5) -> None:
         pass
 
 
