@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,8 @@ class AuditGuests:
         self.booted = 0
         self.history: list[SwarmEvent] = []   # every event the guest has had
         self.fresh = False                    # the last get() booted the guest
+        self.needed = False                   # kept evidence points at the guest's logs
+        self.workdir: Path | None = None      # the newest guest's evidence directory
 
     def get(self, task: Task, ns: argparse.Namespace, config: GuestConfig,
             plan: SwarmPlan) -> Guest:
@@ -81,17 +84,27 @@ class AuditGuests:
 
         image = build_image_from_args(ns)
         self.booted += 1
-        workdir = (self.where.results / "guests" /
-                   f"{task.recipe.name}-{os.getpid()}-{self.booted}")
-        workdir.mkdir(parents=True, exist_ok=True)
-        guest = Guest(image, config, workdir)
+        self.workdir = (self.where.results / "guests" /
+                        f"{task.recipe.name}-{os.getpid()}-{self.booted}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        guest = Guest(image, config, self.workdir)
         guest.__enter__()
         return guest
 
     def close(self) -> None:
-        if self.guest is not None:
-            guest, self.guest, self.recipe = self.guest, None, None
-            guest.shutdown()
+        """Shut the guest down; its directory goes too unless kept evidence points at
+        it (its dump disks always go: an audit writes no dump, and they are 22 GiB
+        apparent size that would swamp an artifact upload)."""
+        if self.guest is None:
+            return
+        guest, self.guest, self.recipe = self.guest, None, None
+        guest.shutdown()
+        if self.needed:
+            for disk in guest.workdir.glob("*.img"):
+                disk.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(guest.workdir, ignore_errors=True)
+        self.needed = False
 
 
 def prefixed(plan: SwarmPlan, prefix: str) -> SwarmPlan:
@@ -128,15 +141,24 @@ def run_audit(task: Task, where: Where, guests: AuditGuests) -> ResultLine:
         try:
             guest = guests.get(task, ns, config, prefixed(spec.plan, f"i{task.iteration}-"))
         except HarnessError as exc:
+            _point_at_guest(where.evidence_dir(task), guests)
             guests.close()
             return maker.make(classify(exc), spec.expect, f"boot: {exc}")
         try:
             return _audited_swarm(task, where, guests, guest, spec, maker)
         except HarnessError as exc:
+            _point_at_guest(where.evidence_dir(task), guests)
             guests.close()     # the guest's state is unknown now: the next one is fresh
             return maker.make(classify(exc), spec.expect, str(exc),
                               kernel_release=getattr(guest.image, "kernel_release", ""),
                               accel=guest.accel.name)
+
+
+def _point_at_guest(out: Path, guests: AuditGuests) -> None:
+    """An iteration that failed keeps a pointer to its guest's evidence (console, QMP)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "guest.txt").write_text(f"{guests.workdir}\n")
+    guests.needed = True
 
 
 def _audited_swarm(task: Task, where: Where, guests: AuditGuests, guest: Guest,
@@ -158,6 +180,8 @@ def _audited_swarm(task: Task, where: Where, guests: AuditGuests, guest: Guest,
     write_audit_evidence(out, checked.report, {
         "guest": str(guest.workdir), "header_at": hex(checked.location.addr),
         "header_found_by": checked.location.source})
+    if result is not spec.expect or where.keep_evidence:
+        guests.needed = True          # audit.json names the guest's directory
     reset = _reset(guest, plan, spec, guests, out)
     klog = swarm.klog
     return maker.make(result, spec.expect, f"the live header is {result.value}",
