@@ -239,3 +239,24 @@ def test_a_cached_snapshot_is_reused_and_a_torn_one_made_again(
     snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
     assert built == [first.directory] * 2
     assert first.directory.name.startswith("trixie-cloud-57d6b348468bb0e7-")
+
+
+def test_the_readiness_check_on_the_serial_shell_reads_only_its_answer(tmp_path: Path) -> None:
+    from harness.guest.console import Console
+    from harness.guest.restore import _ask_console, _console_answer
+
+    console = Console(tmp_path / "console", tmp_path / "console.log")
+    typed: list[str] = []
+    console.send = typed.append  # type: ignore[method-assign]
+    guest = SimpleNamespace(console=console)
+    console.feed("[    4.1] HARNESS: ready uptime=4.10\n")
+    asked = _ask_console(guest)  # type: ignore[arg-type]
+    t = asked.token
+    # The shell echoes the typed line (the markers quoted: no match), then answers.
+    console.feed(f"~ # {typed[0]}\n{t}-begin\n{ADJTIMEX}==readiness==\n{report()}{t}-end\n~ # \n")
+    answer = _console_answer(guest, asked, timeout=1)  # type: ignore[arg-type]
+    assert answer.out == ADJTIMEX + "==readiness==\n" + report()
+    assert asked.sent_wall <= answer.before <= answer.after
+    restored = RestoredGuest("unused")
+    check_restored(restored, snapshot(tmp_path), answer)  # type: ignore[arg-type]
+    assert restored.readiness.kdump_loaded and restored.clock_offset > 1.7e9
