@@ -139,6 +139,13 @@ class _Pool:
         old.process.join(5)
         self.slots[index] = self._start(index)
 
+    def kill(self) -> None:
+        """Every worker at once (their QEMUs die with them: parent-death signal)."""
+        for slot in self.slots:
+            if slot.process.is_alive():
+                slot.process.kill()
+            slot.process.join(5)
+
     def close(self) -> None:
         for slot in self.slots:
             if slot.process.is_alive():
@@ -174,6 +181,9 @@ def run_campaign(tasks: Sequence[Task], options: CampaignOptions, *,
     try:
         with CampaignProgress(len(tasks), options.title, enabled=options.progress) as progress:
             _drive(pool, deque(enumerate(tasks)), options, where, outcome, progress, on_line)
+    except BaseException:
+        pool.kill()         # ^C or a bad recipe: no iteration is worth finishing now
+        raise
     finally:
         pool.close()
         outcome.wall = time.monotonic() - started

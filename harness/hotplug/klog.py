@@ -207,7 +207,7 @@ class KlogMarker:
         # The stream restarts cat when it falls behind (EPIPE); the host de-duplicates.
         self.guest.run(
             f"mkdir -p {d}; (while [ ! -e {d}/stop ]; do cat /dev/kmsg & echo $! > {d}/cat; "
-            f"wait $!; done) > {d}/kmsg 2>/dev/null & "
+            f"wait $!; done) > {d}/kmsg 2>/dev/null & echo $! > {d}/loop; "
             f"n=0; until grep -q . {d}/kmsg 2>/dev/null || [ $n -ge 200 ]; do "
             f"sleep 0.01; n=$((n+1)); done; "
             f"echo '{self.start_line}' > /dev/kmsg", check=True)
@@ -218,8 +218,12 @@ class KlogMarker:
         out = self.guest.run(
             f"echo '{self.end_line}' > /dev/kmsg; n=0; "
             f"until grep -q '{self.end_line}' {d}/kmsg || [ $n -ge {int(timeout * 20)} ]; do "
-            f"sleep 0.05; n=$((n+1)); done; touch {d}/stop; kill $(cat {d}/cat) 2>/dev/null; "
-            f"cat {d}/kmsg; rm -rf {d}", check=True, timeout=timeout + 30).stdout
+            f"sleep 0.05; n=$((n+1)); done; touch {d}/stop; n=0; "
+            # A cat that fell behind is restarted by the loop: kill until the loop is gone,
+            # or the new cat and its pid file race the rm below (seen under CPU load).
+            f"while kill -0 $(cat {d}/loop) 2>/dev/null && [ $n -lt 200 ]; do "
+            f"kill $(cat {d}/cat) 2>/dev/null; sleep 0.01; n=$((n+1)); done; "
+            f"cat {d}/kmsg && {{ rm -rf {d}; true; }}", check=True, timeout=timeout + 30).stdout
         records = parse_kmsg(out)
         begin = next((i for i, r in enumerate(records) if self.start_line in r.msg), None)
         if begin is None:
