@@ -130,14 +130,9 @@ def reset_plan(plan: SwarmPlan) -> SwarmPlan | None:
 
 def run_audit(task: Task, where: Where, guests: AuditGuests) -> ResultLine:
     """One audited swarm on the worker's guest (booted on first use)."""
-    from .. import settings
-    from ..cli import _setting_options
-    from ..cli.run import job_inputs
-
     ns = task.recipe.namespace(task.seed)
     maker = LineMaker(task, where, ns)
-    with settings.configured(settings.from_sources(cli=_setting_options(ns))):
-        config, spec = job_inputs(ns)
+    with task.recipe.configured(ns) as (config, spec):
         try:
             guest = guests.get(task, ns, config, prefixed(spec.plan, f"i{task.iteration}-"))
         except HarnessError as exc:

@@ -10,6 +10,7 @@ Whatever happens, the iteration ends in one ``ResultLine``; only a bad recipe ra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import socket
@@ -105,7 +106,9 @@ class LineMaker:
             replay=task.recipe.replay(task.seed), **fields)
 
 
+@functools.cache
 def _qemu_version() -> str:
+    """Once per worker process: ``qemu --version`` is a process start per line otherwise."""
     from ..guest.accel import qemu_version
 
     try:
@@ -116,18 +119,14 @@ def _qemu_version() -> str:
 
 def run_crash(task: Task, where: Where) -> ResultLine:
     """The main job once, with the recipe's options and the task's seed."""
-    from .. import settings
-    from ..cli import _setting_options
     from ..cli.common import build_image_from_args
-    from ..cli.run import job_inputs
     from ..job import run_job
 
     ns = task.recipe.namespace(task.seed)
     maker = LineMaker(task, where, ns)
     out = where.evidence_dir(task)
     out.mkdir(parents=True, exist_ok=True)
-    with settings.configured(settings.from_sources(cli=_setting_options(ns))):
-        config, spec = job_inputs(ns)
+    with task.recipe.configured(ns) as (config, spec):
         try:
             image = build_image_from_args(ns)
         except (HarnessError, OSError) as exc:

@@ -19,15 +19,11 @@ if TYPE_CHECKING:
 def prepare(recipe: Recipe, results: Path, *, progress: bool = True) -> None:
     """Build ``recipe``'s image and, with ``--snapshot``, its snapshot (``HarnessError``
     when either cannot be made)."""
-    from .. import settings
-    from ..cli import _setting_options
     from ..cli.common import build_image_from_args
-    from ..cli.run import job_inputs
     from .progress import long_step
 
     ns = recipe.namespace(seed=0)
-    with settings.configured(settings.from_sources(cli=_setting_options(ns))):
-        config, _ = job_inputs(ns)
+    with recipe.configured(ns) as (config, _):
         what = "own kernel" if ns.kernel else ns.profile
         with long_step(f"guest image for {what}", enabled=progress):
             image = build_image_from_args(ns)

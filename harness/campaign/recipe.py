@@ -10,11 +10,18 @@ order (and with ``--random`` the whole plan) comes from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from .line import Kind
+
+if TYPE_CHECKING:
+    from ..guest import GuestConfig
+    from ..job import JobSpec
 
 #: Options a recipe may not carry: the campaign decides where evidence and output go.
 CAMPAIGN_OWNED = ("--out", "--json")
@@ -52,6 +59,18 @@ class Recipe:
 
         seed_words = ("--seed", str(seed)) if seed is not None else ()
         return parse_run_options((*self.argv, *seed_words), f"recipe {self.name}")
+
+    @contextlib.contextmanager
+    def configured(self, ns: argparse.Namespace) -> Iterator[tuple[GuestConfig, JobSpec]]:
+        """The guest and job ``ns`` (this recipe parsed) describe, under the harness
+        settings its options set (--accel, --mirror, --locked), as ``kdump-harness run``
+        gets them from ``harness.cli.main``."""
+        from .. import settings
+        from ..cli import _setting_options
+        from ..cli.run import job_inputs
+
+        with settings.configured(settings.from_sources(cli=_setting_options(ns))):
+            yield job_inputs(ns)
 
     def validate(self) -> None:
         """Refuse what ``run`` would refuse, naming the recipe (nothing is started)."""

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import HarnessError, UsageError
-from ..results import EXPECTATIONS
-from .common import add_guest_options, add_image_options, add_panic_options, print_json
-from .swarm import add_swarm_options
+from .common import print_json
+from .run import add_run_options
 
 if TYPE_CHECKING:
     from ..campaign.line import ResultLine
@@ -70,12 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        conflict_handler="resolve")
-    add_image_options(p)
-    add_guest_options(p)
-    add_swarm_options(p, dimms="8x256M", add_cpus=2)
-    c = add_panic_options(p)
-    c.add_argument("--panic-after", type=int, metavar="K")
-    c.add_argument("--expect", default="accurate", choices=EXPECTATIONS)
+    add_run_options(p)
     _own_options(p)
     p.set_defaults(func=cmd_repro)
 

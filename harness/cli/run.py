@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        conflict_handler="resolve")
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Every option of ``run`` (``repro`` takes them all: they are its recipe)."""
     add_image_options(p)
     add_guest_options(p)
     add_swarm_options(p, dimms="8x256M", add_cpus=2)
@@ -43,7 +49,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="panic after K swarm events instead of after the swarm settles")
     c.add_argument("--expect", default="accurate", choices=EXPECTATIONS,
                    help="the result that counts as success (stale: a negative control)")
-    p.set_defaults(func=cmd_run)
 
 
 def job_inputs(args: argparse.Namespace) -> tuple[GuestConfig, JobSpec]:
