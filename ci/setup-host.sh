@@ -25,6 +25,7 @@ need=()
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v zstd >/dev/null || need+=(zstd)
+command -v lz4 >/dev/null || need+=(lz4)     # the capture initrd (harness/images/initramfs.py)
 command -v cpio >/dev/null || need+=(cpio)   # the tests cross-check our cpio writer with GNU cpio
 # seed003 builds a 9 KiB freestanding kexec_file_load tool for the guest (KEXEC_FILE_NO_CMA)
 command -v cc >/dev/null || command -v gcc >/dev/null || need+=(gcc)

@@ -57,7 +57,7 @@ class GuestImage:
     kernel_path: Path
     #: The first kernel's initrd: userspace + /boot/vmlinuz + /boot/capture.cpio.
     initrd_path: Path
-    #: The capture kernel's initrd, uncompressed (/boot/capture.cpio holds it zstd'ed).
+    #: The capture kernel's initrd, uncompressed (/boot/capture.cpio holds it compressed).
     capture_initrd_path: Path
     kernel_release: str
     #: CONFIG_X -> value ("y", "m", "n", numbers, quoted strings); empty if unknown.

@@ -250,10 +250,11 @@ def test_real_trixie_build_from_cached_packages(user_cache: Path, cache_dir: Pat
     userspace, boot = cpio.read_newc(image.initrd_path.read_bytes())
     assert len(userspace) == len(members)
     boot_files = {e.path: e.data for e in boot}
-    # The inner copy is zstd-compressed (the kernel has RD_ZSTD); it unpacks to the same.
+    # The inner copy is lz4-compressed in the legacy frame format, the only one the
+    # kernel's initramfs unpacker reads (the kernel has RD_LZ4); it unpacks to the same.
     inner = boot_files["boot/capture.cpio"]
-    assert inner[:4] == b"\x28\xb5\x2f\xfd", "zstd frame magic"
-    unpacked = subprocess.run(["zstd", "-d", "-c"], input=inner, capture_output=True, check=True)
+    assert inner[:4] == b"\x02\x21\x4c\x18", "lz4 legacy frame magic"
+    unpacked = subprocess.run(["lz4", "-d", "-c"], input=inner, capture_output=True, check=True)
     assert unpacked.stdout == image.capture_initrd_path.read_bytes()
     assert boot_files["boot/vmlinuz"] == image.kernel_path.read_bytes()
     # (Byte-for-byte reproducibility across rebuilds is checked by harness.bench.images.)
