@@ -20,7 +20,7 @@ from harness.guest.restore import check_restored
 from harness.guest.snapshot import RECORD_FILE, Snapshot, SnapshotKey
 from harness.model import Accel
 from harness.settings import resolve
-from harness.topology import parse_adjtimex_clock
+from harness.topology import GUEST_CLOCK_COMMAND, parse_guest_clock
 
 #: busybox 1.37's adjtimex report (trixie's guest), the clock at 1000.25 s.
 ADJTIMEX = """\
@@ -129,7 +129,7 @@ class RestoredGuest:
         self.clock_offset = 0.0
 
     def run(self, command: str, **kw: Any) -> Any:
-        assert command.startswith("adjtimex; echo ==readiness==;")
+        assert command == f"{GUEST_CLOCK_COMMAND}; echo ==readiness==; . /harness/readiness"
         return SimpleNamespace(stdout=self.stdout)
 
 
@@ -156,12 +156,30 @@ def test_the_restored_guest_must_be_the_one_saved(tmp_path: Path) -> None:
         check_restored(lost, snapshot(tmp_path))  # type: ignore[arg-type]
 
 
+def test_the_guest_clock_is_the_shells_epochrealtime_where_it_has_one() -> None:
+    # busybox ash 1.34+ prints it without starting a program; its decimal point may be a
+    # comma in other locales (bash does that).
+    assert parse_guest_clock("epochrealtime=1796280003.546453\n") == pytest.approx(
+        1796280003.546453)
+    assert parse_guest_clock("epochrealtime=1796280003,546453") == pytest.approx(
+        1796280003.546453)
+    assert parse_guest_clock("epochrealtime=\n" + ADJTIMEX) == pytest.approx(1000.25)
+    assert parse_guest_clock("epochrealtime=\n") is None
+    assert "$EPOCHREALTIME" in GUEST_CLOCK_COMMAND and GUEST_CLOCK_COMMAND.endswith("adjtimex")
+
+
+def test_a_snapshot_is_loaded_by_qemu_at_start_up(tmp_path: Path) -> None:
+    from harness.guest.restore import incoming_options
+    assert incoming_options(tmp_path / "state.ram") == [
+        "-global", "migration.mapped-ram=on", "-incoming", f"file:{tmp_path}/state.ram"]
+
+
 def test_the_guest_clock_is_read_from_adjtimex_in_micro_or_nanoseconds() -> None:
-    assert parse_adjtimex_clock("adjtimex: applet not found") is None
-    assert parse_adjtimex_clock(ADJTIMEX) == pytest.approx(1000.25)
+    assert parse_guest_clock("adjtimex: applet not found") is None
+    assert parse_guest_clock(ADJTIMEX) == pytest.approx(1000.25)
     nano = ADJTIMEX.replace("status:       0", "status:       8192").replace(
         "250000", "250000000")
-    assert parse_adjtimex_clock(nano) == pytest.approx(1000.25)
+    assert parse_guest_clock(nano) == pytest.approx(1000.25)
 
 
 def test_every_guest_gets_virtio_rng_and_a_snapshot_vmgenid() -> None:

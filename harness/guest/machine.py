@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -213,15 +214,15 @@ class Guest:
         self.start_qemu(binary, SshKey())
         wait_booted(self)
 
-    def start_qemu(self, binary: str, key: SshKey, *, incoming: bool = False) -> None:
-        """Start QEMU, connect its console and QMP, find its SSH port; ``incoming``: it
-        waits for ``migrate-incoming`` (a snapshot's state) instead of booting."""
+    def start_qemu(self, binary: str, key: SshKey, *,
+                   incoming: Sequence[str] = ()) -> None:
+        """Start QEMU, connect its console and QMP, find its SSH port; ``incoming``: the
+        options that make it load a snapshot's state instead of booting."""
         # Unix socket paths are limited to 108 bytes: keep them out of deep artifact dirs.
         self._sockdir = Path(tempfile.mkdtemp(prefix="kh-"))
         key.save(self.workdir / "ssh-key")
         self._make_disks()
-        self.argv = qemu_args(self._spec(key), binary) + (
-            ["-incoming", "defer"] if incoming else [])
+        self.argv = qemu_args(self._spec(key), binary) + list(incoming)
         (self.workdir / "qemu-cmdline.txt").write_text(render_command(self.argv) + "\n")
 
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",

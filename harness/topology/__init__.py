@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 from .kernel_formats import (
+    GUEST_CLOCK_COMMAND,
     IomemEntry,
     crash_cma_ranges,
     crash_kernel_ranges,
     format_cpu_list,
-    parse_adjtimex_clock,
     parse_cpu_list,
+    parse_guest_clock,
     parse_iomem,
     parse_range_lines,
     system_ram_ranges,
@@ -70,6 +71,7 @@ __getattr__ = lazy_exports(__name__, {
     "observe_command": "observed", "parse_observation": "observed"})
 
 __all__ = [
+    "GUEST_CLOCK_COMMAND",
     "AddressRange",
     "CpuSlot",
     "IomemEntry",
@@ -89,8 +91,8 @@ __all__ = [
     "merge_ranges",
     "observe",
     "observe_command",
-    "parse_adjtimex_clock",
     "parse_cpu_list",
+    "parse_guest_clock",
     "parse_iomem",
     "parse_observation",
     "parse_range_lines",

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 
 from .kernel_formats import (
+    GUEST_CLOCK_COMMAND,
     crash_cma_ranges,
     crash_kernel_ranges,
-    parse_adjtimex_clock,
     parse_cpu_list,
+    parse_guest_clock,
     parse_iomem,
     parse_range_lines,
     system_ram_ranges,
@@ -64,8 +65,9 @@ def observe_command(*, crash_hotplug: bool = True) -> str:
     if crash_hotplug:
         # The guest's wall clock, for CRASHTIME: its offset from the host's drifts under
         # TCG (and a restored guest's starts at the snapshot's), so it is read here, the
-        # last thing before a panic.  Not in settle polls: one fork more each.
-        parts += ["echo @@clock; adjtimex"]
+        # last thing before a panic.  Not in settle polls (adjtimex, where the shell has
+        # no $EPOCHREALTIME, is one fork more).
+        parts += [f"echo @@clock; {GUEST_CLOCK_COMMAND}"]
         parts += [
             f"echo @@crash_hotplug_cpu; r {s}/cpu/crash_hotplug",
             f"echo @@crash_hotplug_memory; r {s}/memory/crash_hotplug",
@@ -126,7 +128,7 @@ def parse_observation(text: str, *, taken_at: float) -> Topology:
         system_ram=system_ram_ranges(entries),
         crash_kernel=crash_kernel_ranges(entries),
         crash_cma=_crash_cma(sec),
-        guest_clock=parse_adjtimex_clock(sec.get("clock", "")),
+        guest_clock=parse_guest_clock(sec.get("clock", "")),
         cpus_possible=parse_cpu_list(sec.get("cpus_possible", "")),
         cpus_present=parse_cpu_list(sec.get("cpus_present", "")),
         cpus_online=parse_cpu_list(sec.get("cpus_online", "")),
