@@ -142,6 +142,12 @@ class UnexpectedPanic(GuestError):
     """The guest panicked outside a deliberate trigger."""
 
 
+class GuestReset(GuestError):
+    """The guest reset or powered itself off while it was still needed (QEMU runs with
+    ``-no-reboot``, so it exits): with no panic on the console, a triple fault or a
+    reboot the harness did not ask for."""
+
+
 class KdumpLoadError(GuestError):
     """Loading the capture kernel failed."""
 

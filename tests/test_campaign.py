@@ -177,3 +177,22 @@ def test_a_long_step_says_what_it_does_and_a_quick_one_stays_quiet(
     assert err[0] == "guest image for sid: downloading linux-image-7.2"
     assert err[1].startswith("guest image for sid: done in ")
     assert logging.getLogger("harness.images").level == logging.NOTSET   # put back
+
+
+def test_an_iteration_that_raised_gets_a_harness_error_line_with_its_traceback(
+        tmp_path: Path) -> None:
+    """The worker-lost and exception paths know no kernel: the line still builds."""
+    from harness.campaign.iteration import Task, Where, crash_line_for_exception
+    from harness.errors import SshError
+
+    task = Task(Recipe("repro-audit", ("--snapshot",), Kind.AUDIT), 7, 107)
+    where = Where("c", tmp_path)
+    got = crash_line_for_exception(task, where, RuntimeError("worker process died"))
+    assert (got.result, got.kernel_release, got.seed) == (Result.HARNESS_ERROR, "", 107)
+    assert got.reason == "RuntimeError: worker process died"
+    assert got.evidence == "evidence/repro-audit/00007-seed107"
+    assert "worker process died" in (tmp_path / got.evidence / "traceback.txt").read_text()
+    ours = crash_line_for_exception(task, where, SshError("the guest stopped answering"))
+    assert ours.result.family.value == "harness" and ours.kernel_release == ""
+    with pytest.raises(UsageError):
+        crash_line_for_exception(task, where, UsageError("bad option"))

@@ -163,6 +163,37 @@ def test_health_says_qemu_died_of_its_signal(tmp_path: Path) -> None:
         g.check_health("running 'true'")
 
 
+@pytest.mark.parametrize(("shutdown", "console", "error", "message"), [
+    ({"guest": True, "reason": "guest-reset"}, "", "GuestReset",
+     r"the guest reset itself \(QEMU: SHUTDOWN guest-reset\) while waiting for i9-dimm5, "
+     r"with nothing about it on its console"),
+    (None, "", "GuestReset", r"the guest ended \(QEMU exited with status 0\)"),
+    # What the console shows comes first: a panic with panic=-1 resets the guest too.
+    ({"guest": True, "reason": "guest-reset"},
+     "[ 7.0] Kernel panic - not syncing: Fatal exception\n", "UnexpectedPanic",
+     r"panicked while waiting for i9-dimm5"),
+])
+def test_a_running_guest_whose_qemu_exited_0_ended_itself(
+        tmp_path: Path, shutdown: dict[str, object] | None, console: str, error: str,
+        message: str) -> None:
+    """Seen under TCG: a restored guest reset itself during a hot-plug burst; the settle
+    waited out 90 s for _OST events because QEMU's exit status 0 looked like no death."""
+    from harness import errors
+    from harness.results import Result, classify
+    g = guest(tmp_path)
+    g._proc = subprocess.Popen(["true"])
+    g._proc.wait()
+    g.state = GuestState.RUNNING
+    g.console = FakeConsole("booted\n" + console)  # type: ignore[assignment]
+    g.booted_mark = len("booted\n")
+    g.qmp = SimpleNamespace(shutdown=shutdown)  # type: ignore[assignment]
+    with pytest.raises(getattr(errors, error), match=message) as raised:
+        g.check_health("waiting for i9-dimm5", grace=0)
+    assert classify(raised.value) in (Result.GUEST_ERROR, Result.UNEXPECTED_PANIC)
+    g.state = GuestState.PANICKED       # after a deliberate panic QEMU's exit is expected
+    g.check_health("capturing", grace=0)
+
+
 def test_a_guest_panic_before_boot_finished_is_not_scanned_again(tmp_path: Path) -> None:
     g = guest(tmp_path)
     g._proc = subprocess.Popen(["sleep", "30"])

@@ -93,6 +93,7 @@ class LineMaker:
             shutil.rmtree(out, ignore_errors=True)
         times = dict(fields.pop("times", {}))
         times.setdefault("total", time.monotonic() - self.t0)
+        fields.setdefault("kernel_release", "")    # unknown when no guest got that far
         return ResultLine(
             campaign=self.where.campaign, cell=task.recipe.name, iteration=task.iteration,
             kind=task.recipe.kind, result=result, expected=expected,

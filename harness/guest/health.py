@@ -9,10 +9,26 @@ that runs out long after the guest said why.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ..errors import GuestOutOfMemory, HotplugNotHonoured, UnexpectedPanic
+from ..errors import GuestOutOfMemory, GuestReset, HotplugNotHonoured, UnexpectedPanic
 from ..signatures import CRASH_SIGNATURES, GUEST_MEMORY_SIGNATURES
+
+#: QEMU's SHUTDOWN reasons a guest causes itself, as this module says them.
+_ENDED = {"guest-reset": "reset itself", "guest-shutdown": "powered itself off",
+          "guest-panic": "reported a panic to QEMU"}
+
+
+def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str) -> GuestReset:
+    """The error for a running guest whose QEMU exited 0 on its own (``-no-reboot``: a
+    reset ends QEMU), named by QEMU's SHUTDOWN event when it came.  Seen under TCG after
+    a hot-plug burst on a restored guest, with nothing on the console (a triple fault?):
+    without this the settle waited out its whole deadline for ``_OST`` events."""
+    reason = str((shutdown or {}).get("reason", ""))
+    seen = f"QEMU: SHUTDOWN {reason}" if reason else "QEMU exited with status 0"
+    return GuestReset(f"the guest {_ENDED.get(reason, 'ended')} ({seen}) while {doing}, "
+                      "with nothing about it on its console", details=f"console tail:\n{tail}")
 
 
 def console_health(text: str, doing: str, tail: Callable[[], str]) -> None:

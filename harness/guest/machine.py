@@ -34,7 +34,7 @@ from . import accel as accel_mod
 from .boot import emulator_fault, wait_booted
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
-from .health import console_health
+from .health import console_health, guest_ended
 from .process import LIVE, die_with_parent, kill_process_group, log_tail
 from .qemu_args import GuestKernelOptions, MachineSpec, qemu_args, render_command
 from .qmp import Qmp
@@ -278,8 +278,7 @@ class Guest:
             return self.ssh.run(command, timeout=timeout or self.timeouts.command,
                                 check=check, stdin=stdin)
         except SshError:
-            # A dead QEMU or a guest that panicked or ran out of memory explains a broken
-            # channel better than the channel's own error does.
+            # A dead QEMU or the guest's own failure explains a broken channel better.
             self.check_health(f"running {command[:60]!r}")
             raise
 
@@ -300,16 +299,16 @@ class Guest:
         """Fail at once, naming the cause, when the guest can no longer do ``doing``.
 
         QEMU's own death is a harness error (``LostVMError``); a panic, the OOM killer or
-        memory the kernel refused to add, read from the console, are guest results
-        (``health.console_health``).  The console is only scanned while the guest runs:
-        after a deliberate panic it is the capture's business.  ``grace``: how long a live
-        QEMU is given to finish dying (see ``_why_lost``); 0 for a check between polls.
-        """
+        refused memory on the console, or a reset of its own (QEMU exits 0), are the
+        guest's results (``health``).  Only while the guest runs: after a deliberate panic
+        it is the capture's business.  ``grace``: a live QEMU's time to finish dying."""
         died = self._why_lost(grace)
         if died:
             raise LostVMError(f"{died} (while {doing})")
         if self.state is GuestState.RUNNING and hasattr(self, "console"):
             console_health(self.console.text(self.booted_mark), doing, self.console.tail)
+            if self._proc is not None and self._proc.poll() == 0:
+                raise guest_ended(self.qmp.shutdown, doing, self.console.tail())
 
     def _why_lost(self, grace: float = 0.5) -> str | None:
         """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""

@@ -129,6 +129,8 @@ class Qmp:
         self._all_events = EventListener()
         self._recorder: asyncio.Future[None] | None = None
         self._closed = False
+        #: The data of QEMU's SHUTDOWN event once it came ({"guest": ..., "reason": ...}).
+        self.shutdown: dict[str, Any] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
@@ -141,6 +143,9 @@ class Qmp:
 
     async def _record_events(self) -> None:
         async for event in self._all_events:
+            if event.get("event") == "SHUTDOWN":
+                data = event.get("data")
+                self.shutdown = dict(data) if isinstance(data, dict) else {}
             self.transcript.record("event", dict(event))
 
     # -- lifecycle ------------------------------------------------------------------------
