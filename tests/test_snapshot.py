@@ -15,7 +15,7 @@ from harness.errors import SnapshotError, UsageError
 from harness.guest import GuestConfig
 from harness.guest import snapshot as snap_mod
 from harness.guest.config import Readiness
-from harness.guest.qemu_args import MachineSpec, qemu_args
+from harness.guest.qemu_args import MachineSpec, SnapshotRam, qemu_args
 from harness.guest.restore import check_restored
 from harness.guest.snapshot import RECORD_FILE, Snapshot, SnapshotKey
 from harness.model import Accel
@@ -95,8 +95,10 @@ def test_another_image_or_qemu_is_another_snapshot(tmp_path: Path,
 def write_snapshot(directory: Path, k: SnapshotKey, *, state: bool = True) -> None:
     directory.mkdir(parents=True)
     (directory / "ssh-key").write_text("key")
+    (directory / "ssh-preamble").write_bytes(b"SSH-2.0-dropbear\r\n")
+    (directory / "guest.ram").write_bytes(b"\0" * 4096)
     if state:
-        (directory / "state.ram").write_bytes(b"\0" * 4096)
+        (directory / "state").write_bytes(b"\0" * 4096)
     record = {"key": json.loads(json.dumps(k.__dict__)), "readiness": READY,
               "saved_at": 1.0, "save_seconds": 1.2, "boot_seconds": 5.1}
     (directory / RECORD_FILE).write_text(json.dumps(record))
@@ -111,8 +113,9 @@ def test_a_snapshot_loads_only_whole_and_for_its_own_key(tmp_path: Path) -> None
     with pytest.raises(SnapshotError, match=r"made for another guest: config.cpus: 2 -> 1"):
         Snapshot.load(tmp_path / "s", other)
     write_snapshot(tmp_path / "torn", k, state=False)
-    with pytest.raises(SnapshotError, match="not a complete snapshot"):
+    with pytest.raises(SnapshotError, match=r"not a complete snapshot \(no state\)"):
         Snapshot.load(tmp_path / "torn", k)
+    assert loaded.preamble == b"SSH-2.0-dropbear\r\n" and loaded.disk_bytes >= 4096
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / RECORD_FILE).write_text("{")
     with pytest.raises(SnapshotError, match="not a complete snapshot"):
@@ -168,10 +171,26 @@ def test_the_guest_clock_is_the_shells_epochrealtime_where_it_has_one() -> None:
     assert "$EPOCHREALTIME" in GUEST_CLOCK_COMMAND and GUEST_CLOCK_COMMAND.endswith("adjtimex")
 
 
-def test_a_snapshot_is_loaded_by_qemu_at_start_up(tmp_path: Path) -> None:
-    from harness.guest.restore import incoming_options
-    assert incoming_options(tmp_path / "state.ram") == [
-        "-global", "migration.mapped-ram=on", "-incoming", f"file:{tmp_path}/state.ram"]
+def test_a_snapshot_machine_has_its_ram_in_a_file_and_a_forward_for_its_ssh_session(
+        tmp_path: Path) -> None:
+    spec = MachineSpec(kernel=Path("k"), initrd=Path("i"), append="", qmp_socket=Path("q"),
+                       console_path=Path("c"), memory=2 << 30)
+    made = replace(spec, snapshot_ram=SnapshotRam(tmp_path / "a,b.ram", shared=True),
+                   presession_socket=tmp_path / "pre.sock")
+    argv = qemu_args(made)
+    assert argv[argv.index("-machine") + 1].endswith(",memory-backend=pc.ram")
+    assert (f"memory-backend-file,id=pc.ram,size=2048M,mem-path={tmp_path}/a,,b.ram,share=on"
+            in argv)
+    assert f"socket,id=sshpre,path={tmp_path}/pre.sock,server=on,wait=off" in argv
+    netdev = argv[argv.index("-netdev") + 1]
+    assert netdev.endswith(",guestfwd=tcp:10.0.2.100:22-chardev:sshpre")
+    assert argv.index("-chardev", argv.index("-mon")) < argv.index("-netdev")
+    restored = qemu_args(replace(made, snapshot_ram=SnapshotRam(tmp_path / "r", shared=False)))
+    assert f"memory-backend-file,id=pc.ram,size=2048M,mem-path={tmp_path}/r,share=off" in restored
+    plain = qemu_args(spec)
+    assert not any("pc.ram" in a or "guestfwd" in a for a in plain)
+    with pytest.raises(UsageError, match="needs the guest's network"):
+        qemu_args(replace(made, ssh=False))
 
 
 def test_the_guest_clock_is_read_from_adjtimex_in_micro_or_nanoseconds() -> None:
@@ -203,7 +222,7 @@ def test_a_bad_snapshot_setting_names_its_source() -> None:
     assert resolve("snapshot", env={}).value is False
 
 
-def test_prune_removes_snapshots_of_gone_images_other_qemus_and_torn_builds(
+def test_prune_removes_snapshots_of_gone_images_other_qemus_formats_and_torn_builds(
         tmp_path: Path) -> None:
     images = tmp_path / "images"
     kept_image, gone_image = images / "trixie-cloud-aaaa", images / "sid-cloud-bbbb"
@@ -214,13 +233,14 @@ def test_prune_removes_snapshots_of_gone_images_other_qemus_and_torn_builds(
     keys = {"kept": replace(mine, image=kept_image.name),
             "gone": replace(mine, image=gone_image.name),
             "orphan": replace(mine, image="bookworm-cloud-cccc"),
-            "old-qemu": replace(mine, image=kept_image.name, qemu="QEMU 9.2.0")}
+            "old-qemu": replace(mine, image=kept_image.name, qemu="QEMU 9.2.0"),
+            "old-format": replace(mine, image=kept_image.name, format=1)}
     for name, k in keys.items():
         write_snapshot(root / name, k)
     (root / "young-torn").mkdir()
     removed = snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", dry_run=True,
                                        gone_images={gone_image})
-    assert sorted(d.name for d, _ in removed) == ["gone", "old-qemu", "orphan"]
+    assert sorted(d.name for d, _ in removed) == ["gone", "old-format", "old-qemu", "orphan"]
     assert (root / "gone").is_dir()                     # a dry run removes nothing
     snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", gone_images={gone_image})
     assert sorted(p.name for p in root.iterdir()) == ["kept", "young-torn"]
@@ -253,7 +273,7 @@ def test_a_cached_snapshot_is_reused_and_a_torn_one_made_again(
     first = snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
     again = snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
     assert again == first and built == [first.directory]
-    (first.directory / "state.ram").unlink()            # torn: made again, not refused
+    (first.directory / "guest.ram").unlink()            # torn: made again, not refused
     snap_mod.ensure_snapshot(img, config, accel="tcg", binary="q", cache_dir=cache)
     assert built == [first.directory] * 2
     assert first.directory.name.startswith("trixie-cloud-57d6b348468bb0e7-")

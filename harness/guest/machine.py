@@ -36,7 +36,7 @@ from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
 from .health import console_health, guest_ended
 from .process import LIVE, die_with_parent, kill_process_group, log_tail
-from .qemu_args import GuestKernelOptions, MachineSpec, qemu_args, render_command
+from .qemu_args import MachineSpec, SnapshotRam, kernel_options, qemu_args, render_command
 from .qmp import Qmp
 from .restore import restore
 from .ssh import CommandResult, GuestSsh, SshKey
@@ -78,6 +78,8 @@ class Guest:
         #: snapshot's) and in every observation before a panic (``topology.live``).
         self.restored_from: Path | None = None
         self.clock_offset = 0.0
+        #: A snapshot's machine (made or restored): its RAM file (``snapshot.py``).
+        self.snapshot_ram: SnapshotRam | None = None
         self._sockdir: Path | None = None
         self.launched_at = 0.0
         #: Where the console stood when the guest became RUNNING (``check_health`` scans on).
@@ -104,19 +106,6 @@ class Guest:
         self.shutdown()
 
     # -- launch ---------------------------------------------------------------------------
-    def _kernel_options(self, key: SshKey) -> GuestKernelOptions:
-        c = self.config
-        harness_params: list[tuple[str, str]] = [
-            ("authkey", key.kernel_arg), ("kexec", c.kexec), ("capture", c.capture_mode),
-        ]
-        if not c.kexec_hotplug:
-            harness_params.append(("kexec_hotplug", "0"))
-        if c.capture_args:
-            harness_params.append(("capture_append", ",".join(c.capture_args)))
-        return GuestKernelOptions(
-            crashkernel=c.crashkernel, memhp_default_state=c.memhp_default_state,
-            crash_debug=c.crash_debug, extra=c.kernel_args, harness=tuple(harness_params))
-
     def _spec(self, key: SshKey) -> MachineSpec:
         assert self._sockdir is not None
         c = self.config
@@ -132,11 +121,19 @@ class Guest:
             disks = (self.meta_disk, self.dump_disk)
         return MachineSpec(
             kernel=self.boot_kernel, initrd=self.image.initrd_path,
-            append=self._kernel_options(key).render(),
+            append=kernel_options(c, key.kernel_arg).render(),
             qmp_socket=self._sockdir / "qmp.sock", console_path=self._sockdir / "console",
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
-            firmware=firmware, vmgenid=restorable, extra_args=c.qemu_args)
+            firmware=firmware, vmgenid=restorable, extra_args=c.qemu_args,
+            snapshot_ram=self.snapshot_ram,
+            presession_socket=self.presession_socket if self.snapshot_ram else None)
+
+    @property
+    def presession_socket(self) -> Path:
+        """The host end of a snapshot machine's pre-connected SSH session (presession.py)."""
+        assert self._sockdir is not None
+        return self._sockdir / "ssh-pre.sock"
 
     @property
     def boot_kernel(self) -> Path:

@@ -9,9 +9,25 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..units import GiB, MiB, size_option
+from .presession import presession_args
+
+if TYPE_CHECKING:
+    from .config import GuestConfig
+
+
+@dataclass(frozen=True)
+class SnapshotRam:
+    """A snapshot machine's RAM: a file, not anonymous memory.  Shared while the snapshot is
+    made (the guest writes the file itself, migration skips it: ``x-ignore-shared``);
+    private when restored (copy-on-write: every restore maps the same file, none writes it,
+    and nothing is read or copied before the guest runs)."""
+
+    path: Path
+    shared: bool
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,8 @@ class MachineSpec:
     tcg_cpu_hotplug_quirk: bool = True        # see _cpu_args
     rng: bool = True                          # virtio-rng: the host's entropy
     vmgenid: bool = False                     # a snapshot's guests (see qemu_args)
+    snapshot_ram: SnapshotRam | None = None   # a snapshot's machine: RAM in a file
+    presession_socket: Path | None = None     # ... and its pre-connected SSH (presession.py)
     extra_args: tuple[str, ...] = field(default=())
 
     def validate(self) -> None:
@@ -48,6 +66,8 @@ class MachineSpec:
             raise UsageError(f"need 1 <= cpus ({self.cpus}) <= maxcpus ({self.max_cpus})")
         if self.max_cpus > 255:
             raise UsageError("more than 255 vCPUs needs x2APIC/IOMMU setup the harness does not do")
+        if self.presession_socket is not None and not self.ssh:
+            raise UsageError("a pre-connected SSH session needs the guest's network (ssh)")
 
 
 #: QEMU 7.2's TCG (Debian bookworm) intermittently corrupts state around CMPXCHG16B: SLUB's
@@ -84,6 +104,8 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
     """The full QEMU argv for ``spec``."""
     spec.validate()
     machine = "q35,vmport=on" if spec.accel == "tcg" and spec.tcg_cpu_hotplug_quirk else "q35"
+    if spec.snapshot_ram is not None:
+        machine += ",memory-backend=pc.ram"
     args = [
         binary,
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -98,13 +120,22 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         "-chardev", f"socket,id=qmp,path={spec.qmp_socket}",
         "-mon", "chardev=qmp,mode=control",
     ]
+    if spec.snapshot_ram is not None:
+        ram = spec.snapshot_ram
+        args += ["-object", f"memory-backend-file,id=pc.ram,size={spec.memory // MiB}M,"
+                            f"mem-path={qemu_escape(str(ram.path))},"
+                            f"share={'on' if ram.shared else 'off'}"]
     if spec.firmware is not None:
         args += ["-bios", str(spec.firmware)]
     if spec.ssh:
         # Host port 0: QEMU picks a free port itself, so parallel guests never race for one;
         # the harness reads the chosen port back with "info usernet".
-        args += ["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
-                 "-device", "virtio-net-pci,netdev=net0,romfile="]
+        netdev = "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22"
+        if spec.presession_socket is not None:
+            chardev, guestfwd = presession_args(spec.presession_socket)
+            args += chardev
+            netdev += guestfwd
+        args += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="]
     if spec.rng:
         args += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
                  "-device", "virtio-rng-pci,rng=rng0"]
@@ -183,4 +214,19 @@ class GuestKernelOptions:
         if len(text) > 2047:
             raise UsageError(f"kernel command line is {len(text)} bytes; x86 allows 2047")
         return text
+
+
+def kernel_options(config: GuestConfig, authkey: str) -> GuestKernelOptions:
+    """The first kernel's options for ``config``; ``authkey``: ``SshKey.kernel_arg``."""
+    c = config
+    harness_params: list[tuple[str, str]] = [
+        ("authkey", authkey), ("kexec", c.kexec), ("capture", c.capture_mode),
+    ]
+    if not c.kexec_hotplug:
+        harness_params.append(("kexec_hotplug", "0"))
+    if c.capture_args:
+        harness_params.append(("capture_append", ",".join(c.capture_args)))
+    return GuestKernelOptions(
+        crashkernel=c.crashkernel, memhp_default_state=c.memhp_default_state,
+        crash_debug=c.crash_debug, extra=c.kernel_args, harness=tuple(harness_params))
 

@@ -1,10 +1,10 @@
 """Starting a guest from its snapshot (``GuestConfig.snapshot``) instead of booting it.
 
 A new QEMU with the snapshot's command line (the same image, kernel command line, SSH key
-and devices; its own sockets, SSH port forward and fresh dump disks) loads the snapshot's
-state as it starts (``-incoming file:``; QMP answers once it is loaded, so the QMP
-handshake's deadline covers the load).  What the guest keeps from the snapshot is
-handled, not assumed:
+and devices; its own sockets, SSH port forward and fresh dump disks) maps the snapshot's
+RAM file privately and loads the rest of its state (``-incoming defer``, then QMP), then
+SSH resumes the snapshot's pre-connected session (``presession.py``).  What the guest
+keeps from the snapshot is handled, not assumed:
 
 * its clock is the snapshot's (guest time stood still while it was saved): the host's wall
   clock minus the guest's is read once it runs (``Guest.clock_offset``) and every
@@ -26,14 +26,15 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LostVMError, QemuLaunchError, SnapshotError
 from ..topology import GUEST_CLOCK_COMMAND, parse_guest_clock
+from . import presession
 from .boot import write_readiness
 from .config import Readiness
 from .process import log_tail
+from .qemu_args import SnapshotRam
 from .snapshot import CAPABILITIES, Snapshot, ensure_snapshot, wait_migration
 from .ssh import SshKey
 
@@ -55,25 +56,25 @@ def restore(guest: Guest, binary: str) -> None:
     guest.restored_from = snap.directory
     t = guest.timeouts
     what = f"restoring the snapshot {snap.directory.name}"
+    guest.snapshot_ram = SnapshotRam(snap.ram_path, shared=False)
     try:
-        guest.start_qemu(binary, SshKey.load(snap.ssh_key_path),
-                         incoming=incoming_options(snap.state_path))
+        guest.start_qemu(binary, SshKey.load(snap.ssh_key_path), incoming=["-incoming", "defer"])
+        load_state(guest, snap, t.snapshot_restore, what)
     except (LostVMError, QemuLaunchError) as exc:
-        # QEMU says why a load failed on its stderr, then exits before QMP is up.
+        # QEMU says why a load failed on its stderr when it exits.
         tail = log_tail(guest.workdir / "qemu.log").strip()
         raise SnapshotError(f"{what}: QEMU could not load it: "
                             f"{tail.splitlines()[-1] if tail else exc}",
                             details=f"{exc}\nQEMU log tail:\n{tail}") from exc
-    # QEMU loads the state before it answers QMP: this finds it done.
-    wait_migration(guest, t.snapshot_restore, what)
+    host_end = presession.connect(guest.presession_socket, t.ssh_connect)
     # Saved stopped, so it stays paused after the load (QEMU does not autostart it).
     guest.qmp.execute("cont")
     guest.times.restore = time.monotonic() - guest.launched_at
     # The readiness check goes through the serial shell while SSH shakes hands: after a
-    # restore TCG translates every code path anew, so the handshake costs ~0.2 s of
+    # restore TCG translates every code path anew, so the handshake costs ~0.1 s of
     # guest CPU, and the check done after it added 0.1 s more (measured, QEMU 10.0).
     asked = _ask_console(guest)
-    guest.ssh.connect(timeout=t.ssh_connect)
+    guest.ssh.connect_over(host_end, snap.preamble, timeout=t.ssh_connect)
     guest.times.ssh_ready = time.monotonic() - guest.launched_at
     check_restored(guest, snap, _console_answer(guest, asked, t.ssh_connect))
     guest.times.kdump_ready = time.monotonic() - guest.launched_at
@@ -83,12 +84,14 @@ def restore(guest: Guest, binary: str) -> None:
     write_readiness(guest)
 
 
-def incoming_options(state_path: Path) -> list[str]:
-    """QEMU options that load ``state_path`` at start-up.  From the command line rather than
-    ``-incoming defer`` and QMP: the load starts before QMP is even up, and the capability
-    is a ``-global`` of the migration object (QEMU 9.0+)."""
-    caps = [f"migration.{c['capability']}={'on' if c['state'] else 'off'}" for c in CAPABILITIES]
-    return [arg for cap in caps for arg in ("-global", cap)] + ["-incoming", f"file:{state_path}"]
+def load_state(guest: Guest, snap: Snapshot, timeout: float, what: str) -> None:
+    """Load the snapshot's device state into a QEMU started with ``-incoming defer`` (the
+    capability is not a ``-global`` of the migration object in QEMU 10.0); a state QEMU
+    cannot load fails in QEMU's words (``exit-on-error`` off, QEMU 9.1+)."""
+    guest.qmp.execute("migrate-set-capabilities", {"capabilities": CAPABILITIES})
+    guest.qmp.execute("migrate-incoming", {"uri": f"file:{snap.state_path}",
+                                           "exit-on-error": False})
+    wait_migration(guest, timeout, what)
 
 
 @dataclass(frozen=True)
