@@ -298,3 +298,19 @@ def test_the_readiness_check_on_the_serial_shell_reads_only_its_answer(tmp_path:
     restored = RestoredGuest("unused")
     check_restored(restored, snapshot(tmp_path), answer)  # type: ignore[arg-type]
     assert restored.readiness.kdump_loaded and restored.clock_offset > 1.7e9
+
+
+def test_a_ram_files_zero_pages_go_back_to_the_file_system(tmp_path: Path) -> None:
+    ram = tmp_path / "guest.ram"
+    page = 4096
+    content = (b"\0" * (256 * page) + b"x" * page + b"\0" * (3 * page) + b"y" + b"\0" * (page - 1)
+               + b"\0" * (300 * page))
+    ram.write_bytes(content)
+    with open(ram, "r+b") as f:
+        f.truncate(len(content) + (1 << 20))       # a hole at the end stays one
+    before = ram.stat().st_blocks
+    freed = snap_mod.dig_holes(ram)
+    assert freed == (256 + 3 + 300) * page
+    assert ram.read_bytes()[:len(content)] == content
+    assert ram.stat().st_blocks * 512 <= before * 512 - freed + page
+    assert snap_mod.dig_holes(ram) == 0            # one pass finds them all

@@ -21,9 +21,11 @@ Layout under the cache root (``harness.images.cache``)::
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -43,6 +45,8 @@ from .qemu_args import SnapshotRam
 
 if TYPE_CHECKING:
     from .machine import Guest
+
+log = logging.getLogger(__name__)
 
 #: Bump when the layout or the way a snapshot is made changes.  2: RAM file, device state
 #: and the pre-connected SSH session (was 1: one mapped-ram stream, SSH after the restore).
@@ -218,11 +222,67 @@ def _build(image: ImageLike, config: GuestConfig, key: SnapshotKey, directory: P
         raise
     guest.shutdown()
     shutil.rmtree(scratch / "boot", ignore_errors=True)
+    try:
+        dig_holes(scratch / RAM_FILE)
+    except OSError as exc:  # a file system without holes: a larger file, still a snapshot
+        log.warning("the snapshot's RAM file keeps its zero pages: %s", exc)
     record = snap.to_json_dict()
     del record["directory"]
     (scratch / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     os.rename(scratch, directory)
     return snap
+
+
+#: fallocate(2) flags (linux/falloc.h): free the range, keep the file's size.
+_PUNCH_HOLE = 0x02 | 0x01
+_PAGE = 4096
+_CHUNK = 1 << 20
+
+
+def dig_holes(path: Path) -> int:
+    """Give the zero pages of a RAM file back to the file system; returns the bytes freed.
+    The file holds every page the guest ever wrote, a third of them zero again (trixie:
+    296 -> 165 MiB, 0.2 s).  Not util-linux's ``fallocate --dig-holes``: on the file
+    QEMU had just written it left a third of them until a second pass (2.38)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    freed = 0
+    with open(path, "r+b") as f:
+        fd = f.fileno()
+
+        def punch(start: int, stop: int) -> None:
+            nonlocal freed
+            if libc.fallocate(fd, _PUNCH_HOLE, ctypes.c_long(start),
+                              ctypes.c_long(stop - start)) != 0:
+                raise OSError(ctypes.get_errno(), f"punching a hole in {path}")
+            freed += stop - start
+
+        for start, stop in _data_extents(fd):
+            zero_from: int | None = None
+            for pos in range(start, stop, _CHUNK):
+                data = os.pread(fd, min(_CHUNK, stop - pos), pos)
+                for i in range(0, len(data) - _PAGE + 1, _PAGE):
+                    if data.count(0, i, i + _PAGE) == _PAGE:
+                        zero_from = pos + i if zero_from is None else zero_from
+                    elif zero_from is not None:
+                        punch(zero_from, pos + i)
+                        zero_from = None
+            if zero_from is not None:
+                punch(zero_from, stop)
+    return freed
+
+
+def _data_extents(fd: int) -> list[tuple[int, int]]:
+    """The file's data ranges (``SEEK_DATA``/``SEEK_HOLE``), found before any is punched."""
+    size, pos, out = os.fstat(fd).st_size, 0, []
+    while pos < size:
+        try:
+            pos = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:         # ENXIO: no data after pos
+            break
+        end = os.lseek(fd, pos, os.SEEK_HOLE)
+        out.append((pos, end))
+        pos = end
+    return out
 
 
 def save_state(guest: Guest, path: Path) -> tuple[float, float]:
@@ -289,5 +349,6 @@ def prune_snapshots(cache_dir: Path | None = None, *, binary: str | None = None,
     return removed
 
 
-__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "SnapshotError", "SnapshotKey", "ensure_snapshot",
+__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "SnapshotError", "SnapshotKey", "dig_holes",
+           "ensure_snapshot",
            "prune_snapshots", "qemu_version_line", "save_state", "snapshot_dir", "wait_migration"]
