@@ -10,7 +10,8 @@ In the order a guest comes up::
     console      the serial console: complete lines only, crash signatures
     ssh          paramiko sessions into the guest
     machine      Guest: launch, boot, readiness, health, teardown (a context manager)
-    snapshot     snapshots of kdump-ready guests: key, cache, build (mapped-ram), prune
+    snapshot     snapshots of kdump-ready guests: key, cache, build (RAM file), prune
+    presession   a snapshot's SSH session, connected before the save, replayed after
     restore      a Guest started from its snapshot: clock offset, readiness checked again
     health       what the console says about a running guest (panic, OOM, refused memory)
     kdump_sizing why a kdump load failed, and what the reservation would need
