@@ -127,7 +127,7 @@ class Guest:
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
             firmware=firmware, vmgenid=restorable, extra_args=c.qemu_args,
             snapshot_ram=self.snapshot_ram,
-            presession_socket=self.presession_socket if self.snapshot_ram else None)
+            presession_socket=self.presession_socket if restorable else None)
 
     @property
     def presession_socket(self) -> Path:
