@@ -163,19 +163,25 @@ def test_health_says_qemu_died_of_its_signal(tmp_path: Path) -> None:
         g.check_health("running 'true'")
 
 
-@pytest.mark.parametrize(("shutdown", "console", "error", "message"), [
-    ({"guest": True, "reason": "guest-reset"}, "", "GuestReset",
+#: QEMU 10.0's -d cpu_reset log of a triple fault under -no-reboot (no CPU reset follows).
+TRIPLE = "CPU Reset (CPU 2)\nEAX=00000000 EBX=00000000\nTriple fault\n"
+
+
+@pytest.mark.parametrize(("shutdown", "console", "debug", "error", "message"), [
+    ({"guest": True, "reason": "guest-reset"}, "", "CPU Reset (CPU 0)\n", "GuestReset",
      r"the guest reset itself \(QEMU: SHUTDOWN guest-reset\) while waiting for i9-dimm5, "
      r"with nothing about it on its console"),
-    (None, "", "GuestReset", r"the guest ended \(QEMU exited with status 0\)"),
+    ({"guest": True, "reason": "guest-reset"}, "", TRIPLE, "GuestReset",
+     r"reset itself \(QEMU: SHUTDOWN guest-reset; QEMU's log: a triple fault\) while"),
+    (None, "", None, "GuestReset", r"the guest ended \(QEMU exited with status 0\)"),
     # What the console shows comes first: a panic with panic=-1 resets the guest too.
     ({"guest": True, "reason": "guest-reset"},
-     "[ 7.0] Kernel panic - not syncing: Fatal exception\n", "UnexpectedPanic",
+     "[ 7.0] Kernel panic - not syncing: Fatal exception\n", TRIPLE, "UnexpectedPanic",
      r"panicked while waiting for i9-dimm5"),
 ])
 def test_a_running_guest_whose_qemu_exited_0_ended_itself(
-        tmp_path: Path, shutdown: dict[str, object] | None, console: str, error: str,
-        message: str) -> None:
+        tmp_path: Path, shutdown: dict[str, object] | None, console: str, debug: str | None,
+        error: str, message: str) -> None:
     """Seen under TCG: a restored guest reset itself during a hot-plug burst; the settle
     waited out 90 s for _OST events because QEMU's exit status 0 looked like no death."""
     from harness import errors
@@ -187,9 +193,14 @@ def test_a_running_guest_whose_qemu_exited_0_ended_itself(
     g.console = FakeConsole("booted\n" + console)  # type: ignore[assignment]
     g.booted_mark = len("booted\n")
     g.qmp = SimpleNamespace(shutdown=shutdown)  # type: ignore[assignment]
+    if debug is not None:
+        (tmp_path / "qemu-debug.log").write_text(debug)
     with pytest.raises(getattr(errors, error), match=message) as raised:
         g.check_health("waiting for i9-dimm5", grace=0)
     assert classify(raised.value) in (Result.GUEST_ERROR, Result.UNEXPECTED_PANIC)
+    if error == "GuestReset":
+        assert "QEMU debug log tail (qemu-debug.log):\n" + (debug or "").rstrip() in (
+            raised.value.details or "")
     g.state = GuestState.PANICKED       # after a deliberate panic QEMU's exit is expected
     g.check_health("capturing", grace=0)
 

@@ -188,7 +188,9 @@ def test_a_snapshot_machine_has_its_ram_in_a_file_and_a_forward_for_its_ssh_sess
     restored = qemu_args(replace(made, snapshot_ram=SnapshotRam(tmp_path / "r", shared=False)))
     assert f"memory-backend-file,id=pc.ram,size=2048M,mem-path={tmp_path}/r,share=off" in restored
     plain = qemu_args(spec)
-    assert not any("pc.ram" in a or "guestfwd" in a for a in plain)
+    assert not any("pc.ram" in a or "guestfwd" in a for a in plain) and "-d" not in plain
+    logged = qemu_args(replace(spec, debug_log=tmp_path / "qemu-debug.log"))
+    assert logged[-4:] == ["-d", "cpu_reset,guest_errors", "-D", f"{tmp_path}/qemu-debug.log"]
     with pytest.raises(UsageError, match="needs the guest's network"):
         qemu_args(replace(made, ssh=False))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import GuestOutOfMemory, GuestReset, HotplugNotHonoured, UnexpectedPanic
@@ -20,15 +21,25 @@ _ENDED = {"guest-reset": "reset itself", "guest-shutdown": "powered itself off",
           "guest-panic": "reported a panic to QEMU"}
 
 
-def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str) -> GuestReset:
+def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str,
+                debug_log: Path | None = None) -> GuestReset:
     """The error for a running guest whose QEMU exited 0 on its own (``-no-reboot``: a
-    reset ends QEMU), named by QEMU's SHUTDOWN event when it came.  Seen under TCG after
-    a hot-plug burst on a restored guest, with nothing on the console (a triple fault?):
-    without this the settle waited out its whole deadline for ``_OST`` events."""
+    reset ends QEMU), named by QEMU's SHUTDOWN event when it came and by QEMU's debug log
+    (``-d cpu_reset``, ``qemu_args``) when that says why.  Seen under TCG during hot-plug
+    bursts of DIMMs and vCPUs together, with nothing on the console: without this the
+    settle waited out its whole deadline for ``_OST`` events."""
     reason = str((shutdown or {}).get("reason", ""))
     seen = f"QEMU: SHUTDOWN {reason}" if reason else "QEMU exited with status 0"
+    try:
+        qemu_log = debug_log.read_text(errors="replace") if debug_log else ""
+    except OSError:
+        qemu_log = ""
+    if "Triple fault" in qemu_log:
+        seen += "; QEMU's log: a triple fault"
     return GuestReset(f"the guest {_ENDED.get(reason, 'ended')} ({seen}) while {doing}, "
-                      "with nothing about it on its console", details=f"console tail:\n{tail}")
+                      "with nothing about it on its console",
+                      details=f"console tail:\n{tail}\nQEMU debug log tail "
+                              f"(qemu-debug.log):\n" + "\n".join(qemu_log.splitlines()[-40:]))
 
 
 def console_health(text: str, doing: str, tail: Callable[[], str]) -> None:

@@ -127,7 +127,8 @@ class Guest:
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
             firmware=firmware, vmgenid=restorable, extra_args=c.qemu_args,
             snapshot_ram=self.snapshot_ram,
-            presession_socket=self.presession_socket if restorable else None)
+            presession_socket=self.presession_socket if restorable else None,
+            debug_log=self.workdir / "qemu-debug.log")
 
     @property
     def presession_socket(self) -> Path:
@@ -305,7 +306,8 @@ class Guest:
         if self.state is GuestState.RUNNING and hasattr(self, "console"):
             console_health(self.console.text(self.booted_mark), doing, self.console.tail)
             if self._proc is not None and self._proc.poll() == 0:
-                raise guest_ended(self.qmp.shutdown, doing, self.console.tail())
+                raise guest_ended(self.qmp.shutdown, doing, self.console.tail(),
+                                  self.workdir / "qemu-debug.log")
 
     def _why_lost(self, grace: float = 0.5) -> str | None:
         """If QEMU died, how (a moment's grace: QMP and SSH notice before the process ends)."""

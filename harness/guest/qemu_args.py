@@ -53,6 +53,7 @@ class MachineSpec:
     vmgenid: bool = False                     # a snapshot's guests (see qemu_args)
     snapshot_ram: SnapshotRam | None = None   # a snapshot's machine: RAM in a file
     presession_socket: Path | None = None     # ... and its pre-connected SSH (presession.py)
+    debug_log: Path | None = None             # QEMU's own log of CPU resets and guest errors
     extra_args: tuple[str, ...] = field(default=())
 
     def validate(self) -> None:
@@ -148,6 +149,10 @@ def qemu_args(spec: MachineSpec, binary: str = "qemu-system-x86_64") -> list[str
         args += ["-drive", f"file={qemu_escape(str(disk))},format=raw,if=none,id=disk{i},"
                            "cache=unsafe",
                  "-device", f"virtio-blk-pci,drive=disk{i},serial=harness{i}"]
+    if spec.debug_log is not None:
+        # Evidence for a guest that resets itself with nothing on its console: QEMU logs
+        # "Triple fault" (and every CPU reset, with the CPU's registers) only when asked.
+        args += ["-d", "cpu_reset,guest_errors", "-D", str(spec.debug_log)]
     args += list(spec.extra_args)
     return args
 
