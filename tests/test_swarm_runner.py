@@ -139,6 +139,12 @@ def test_vcpu_left_offline(tmp_path: Path) -> None:
     result = run_swarm(g, build_plan(SwarmSpec(cpus=2, online_cpus=False)))
     result.check()
     assert g.machine.online == {0, 1}
+    # A later swarm in the same guest (repro --audit --leave-offline) leaves them so too,
+    # and expects them offline: it once waited out its deadline for them to come online.
+    later = run_swarm(g, build_plan(SwarmSpec(dimms=(128 * MiB,), cpus=1, prefix="b-")),
+                      options=SwarmOptions(settle_timeout=5))
+    later.check()
+    assert later.settled and g.machine.online == {0, 1, 4}
 
 
 def test_virtio_mem_and_reload_strategy(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import HotplugNotHonoured, UsageError
 from ..guest.accel import qemu_version
-from ..topology import observe
+from ..topology import Topology, observe
 from ..units import DEFAULT_MEMORY_BLOCK, MiB, parse_size, size_option
 from . import devices as hp
 from . import onlining
@@ -111,7 +111,8 @@ def preflight(state: SwarmState) -> None:
     guest, plan, qmp = state.guest, state.plan, state.guest.qmp
     plan.validate(onlining.memory_block_size(guest))
     state.remember_memdevs(qmp.execute("query-memory-devices"))
-    _check_named_devices(state, hp.cpu_indexes(qmp.execute("query-cpus-fast")))
+    hot_added = hp.cpu_indexes(qmp.execute("query-cpus-fast"))
+    _check_named_devices(state, hot_added)
     if plan.count(Action.RESIZE_VIRTIO_MEM):
         onlining.ensure_virtio_mem_driver(guest)
     if plan.count(Action.UNPLUG_CPU) and qemu_version() < QEMU_SURVIVES_CPU_UNPLUG:
@@ -121,6 +122,7 @@ def preflight(state: SwarmState) -> None:
             "error (bash ci/setup-host.sh installs QEMU 10 from bookworm-backports)")
     baseline = observe(guest, crash_hotplug=False)
     state.baseline_present = baseline.cpus_present
+    state.offline_cpus |= left_offline(hot_added, baseline)
     state.transcript.add("observation", what="baseline", topology=baseline.to_json_dict())
     cpu_plugs = plan.count(Action.PLUG_CPU)
     room = len(baseline.cpus_possible) - len(baseline.cpus_present)
@@ -130,6 +132,16 @@ def preflight(state: SwarmState) -> None:
             f"hot-adds {cpu_plugs}: possible {baseline.cpus_possible}, present "
             f"{baseline.cpus_present} (on TCG, see the acpi_is_processor_usable quirk in "
             "KNOWLEDGE.md)")
+
+
+def left_offline(hot_added: dict[str, int], baseline: Topology) -> set[str]:
+    """Hot-added vCPUs present but offline before this swarm (an earlier swarm in the same
+    guest left them so, ``--leave-offline``): this swarm leaves them as they are, and its
+    checks expect them offline.  Without ACPI links none can be named."""
+    guest_cpu = {index: cpu for cpu, index in baseline.cpu_firmware_ids}
+    present, online = set(baseline.cpus_present), set(baseline.cpus_online)
+    return {device for device, index in hot_added.items()
+            if guest_cpu.get(index) in present - online}
 
 
 def _check_named_devices(state: SwarmState, existing_cpus: dict[str, int]) -> None:
