@@ -139,9 +139,8 @@ def left_offline(hot_added: dict[str, int], baseline: Topology) -> set[str]:
     guest left them so, ``--leave-offline``): this swarm leaves them as they are, and its
     checks expect them offline.  Without ACPI links none can be named."""
     guest_cpu = {index: cpu for cpu, index in baseline.cpu_firmware_ids}
-    present, online = set(baseline.cpus_present), set(baseline.cpus_online)
-    return {device for device, index in hot_added.items()
-            if guest_cpu.get(index) in present - online}
+    offline = set(baseline.cpus_present) - set(baseline.cpus_online)
+    return {device for device, index in hot_added.items() if guest_cpu.get(index) in offline}
 
 
 def _check_named_devices(state: SwarmState, existing_cpus: dict[str, int]) -> None:
