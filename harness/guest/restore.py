@@ -66,7 +66,6 @@ def restore(guest: Guest, binary: str) -> None:
         raise SnapshotError(f"{what}: QEMU could not load it: "
                             f"{tail.splitlines()[-1] if tail else exc}",
                             details=f"{exc}\nQEMU log tail:\n{tail}") from exc
-    host_end = presession.connect(guest.presession_socket, t.ssh_connect)
     # Saved stopped, so it stays paused after the load (QEMU does not autostart it).
     guest.qmp.execute("cont")
     guest.times.restore = time.monotonic() - guest.launched_at
@@ -74,6 +73,9 @@ def restore(guest: Guest, binary: str) -> None:
     # restore TCG translates every code path anew, so the handshake costs ~0.1 s of
     # guest CPU, and the check done after it added 0.1 s more (measured, QEMU 10.0).
     asked = _ask_console(guest)
+    # The guest's end waits for the client, so connecting after ``cont`` loses nothing;
+    # connect_over owns the socket from here (closes it if the handshake fails).
+    host_end = presession.connect(guest.presession_socket, t.ssh_connect)
     guest.ssh.connect_over(host_end, snap.preamble, timeout=t.ssh_connect)
     guest.times.ssh_ready = time.monotonic() - guest.launched_at
     check_restored(guest, snap, _console_answer(guest, asked, t.ssh_connect))
