@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import paramiko
@@ -38,3 +39,48 @@ def test_a_guest_that_stops_opening_channels_fails_every_later_command_at_once()
     with pytest.raises(SshError, match="stopped answering"):
         ssh.start("echo c > /proc/sysrq-trigger", timeout=30)
     assert time.monotonic() - started < 1 and transport.opens == 1
+
+
+class SilentChannel:
+    """A channel whose peer never answers the exec request (the guest died first)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def exec_command(self, command: str) -> None:
+        self.release.wait(10)
+        raise paramiko.SSHException("Channel closed.")
+
+
+class OpeningTransport:
+    def __init__(self, chan: SilentChannel) -> None:
+        self.chan = chan
+
+    def is_active(self) -> bool:
+        return True
+
+    def open_session(self, timeout: float) -> SilentChannel:
+        return self.chan
+
+
+def test_a_trigger_whose_guest_died_before_answering_does_not_wait_for_the_answer() -> None:
+    """A snapshot's session outlives the guest's end of it: paramiko would wait for the
+    exec answer until QEMU exited (seen: 30 s, the capture kernel's fallback poweroff,
+    and the raw header was lost)."""
+    ssh = GuestSsh("127.0.0.1", 22, SshKey())
+    chan = SilentChannel()
+    ssh._transport = OpeningTransport(chan)  # type: ignore[assignment]
+    panicked = threading.Event()
+    threading.Timer(0.2, panicked.set).start()
+    started = time.monotonic()
+    with pytest.raises(SshError, match=r"the guest went away before its SSH server answered "
+                                        r"the request to start 'echo c > /proc/sysrq-trigger'"
+                       ) as raised:
+        ssh.start("echo c > /proc/sysrq-trigger", timeout=30, gone=panicked.is_set)
+    assert raised.value.maybe_sent and 0.2 <= time.monotonic() - started < 2
+    with pytest.raises(SshError, match=r"did not answer the request to start 'sleep 1' "
+                                        r"within 0 s"):
+        ssh.start("sleep 1", timeout=0.3)
+    chan.release.set()          # the transport closes: the waiting request ends
+    with pytest.raises(SshError, match=r"SSH broke while starting 'true'.*Channel closed"):
+        ssh.start("true", timeout=5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..errors import SshError, UsageError
 from ..guest import Guest
 from ..model import Trigger, values
+from ..signatures import CAPTURE_CMDLINE, PANIC
 from ..timeouts import wait_until
 
 TRIGGERS = values(Trigger)
@@ -59,9 +60,10 @@ def trigger_command(trigger: str, cpus: tuple[int, ...] = ()) -> str:
 def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> str | None:
     """Fire the trigger without waiting for any reply.
 
-    Returns a note when the trigger's SSH channel broke as the command was sent: a guest
-    that panics at once takes the connection with it, so the console decides whether the
-    trigger took (no panic then is a harness error, not ``no_panic``).
+    Returns a note when the trigger's request got no answer: a guest that panics at once
+    dies before dropbear answers (the console shows it: ``gone``), or takes the connection
+    with it; the console decides whether the trigger took (no panic then is a harness
+    error, not ``no_panic``).
     """
     if trigger not in TRIGGERS:
         raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
@@ -69,8 +71,15 @@ def fire(guest: Guest, trigger: str, cpus: tuple[int, ...] = ()) -> str | None:
         # unknown_nmi_panic=1 is on the command line: the boot CPU panics in NMI context.
         guest.qmp.execute("inject-nmi")
         return None
+    mark = guest.console.mark()
+
+    def gone() -> bool:   # the panic, or (from NMI context: deferred output) the capture kernel
+        text = guest.console.text(mark)
+        return bool(PANIC.search(text) or CAPTURE_CMDLINE.search(text))
+
     try:
-        guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command)
+        guest.ssh.start(trigger_command(trigger, cpus), timeout=guest.timeouts.command,
+                        gone=gone)
     except SshError as exc:
         if not exc.maybe_sent:
             raise

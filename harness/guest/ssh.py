@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import io
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,19 +214,42 @@ class GuestSsh:
             raise GuestCommandError(command, status, result.output)
         return result
 
-    def start(self, command: str, *, timeout: float) -> paramiko.Channel:
+    def start(self, command: str, *, timeout: float,
+              gone: Callable[[], bool] | None = None) -> paramiko.Channel:
         """Start ``command`` without waiting for it (e.g. a panic trigger); caller owns it.
 
-        Raises ``SshError``; with ``maybe_sent`` set when the channel broke while asking
-        for the command to run, so it may have started (a panic trigger breaks the very
-        connection that carried it when the guest dies faster than dropbear answers).
+        Raises ``SshError``; with ``maybe_sent`` set when the request to run it got no
+        answer, so it may have started: the channel broke, ``timeout`` passed, or
+        ``gone()`` said the guest is gone (a panic trigger kills the guest before dropbear
+        answers, and paramiko waits for that answer until the connection breaks: never,
+        for a snapshot's session, whose chardev outlives the guest's end of it).
         """
         chan = self._open(self._check_usable(command), command, timeout)
-        try:
-            chan.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshError(f"SSH broke while starting {command!r}: {exc!r}",
-                           maybe_sent=True) from exc
+        answered = threading.Event()
+        failed: list[BaseException] = []
+
+        def request() -> None:
+            try:
+                chan.exec_command(command)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                failed.append(exc)
+            finally:
+                answered.set()
+
+        # The request waits in its own thread; one left waiting ends when the transport
+        # closes (``close``, at the guest's shutdown).
+        threading.Thread(target=request, name="ssh-exec-request", daemon=True).start()
+        deadline = Deadline(timeout, f"an answer to the request to start {command!r}")
+        while not answered.wait(0.02):
+            if gone is not None and gone():
+                raise SshError(f"the guest went away before its SSH server answered the "
+                               f"request to start {command!r}", maybe_sent=True)
+            if deadline.expired():
+                raise SshError(f"the guest's SSH server did not answer the request to start "
+                               f"{command!r} within {timeout:.0f} s", maybe_sent=True)
+        if failed:
+            raise SshError(f"SSH broke while starting {command!r}: {failed[0]!r}",
+                           maybe_sent=True) from failed[0]
         return chan
 
     def close(self) -> None:
