@@ -20,9 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from ..errors import HostError, ImageBuildError
 
 #: Suffixes ``make modules_install`` and Debian use, longest first.
@@ -78,6 +75,10 @@ def parse_modinfo(section: bytes) -> dict[str, list[str]]:
 
 def read_modinfo(elf_bytes: bytes, where: str = "module") -> dict[str, list[str]]:
     """The parsed ``.modinfo`` section of a module's ELF bytes."""
+    # Imported here, as in elfdeps: only an image build reads modules.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(io.BytesIO(elf_bytes))
         section = elf.get_section_by_name(".modinfo")

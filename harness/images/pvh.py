@@ -22,10 +22,6 @@ import struct
 import subprocess
 from collections.abc import Callable
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import NoteSegment
-
 SETUP_SECTS_OFFSET = 0x1F1
 PAYLOAD_OFFSET = 0x248
 PAYLOAD_LENGTH = 0x24C
@@ -86,6 +82,11 @@ def has_pvh_entry(vmlinux: bytes) -> bool:
     The notes are walked by hand: pyelftools names note types 1-5 after GNU's whatever
     the owner, so Xen's numbers cannot be compared reliably through it.
     """
+    # Imported here, as in elfdeps: only an image build looks for the note.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import NoteSegment
+
     try:
         elf = ELFFile(io.BytesIO(vmlinux))
         for segment in elf.iter_segments():
