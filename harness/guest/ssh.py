@@ -246,7 +246,7 @@ class GuestSsh:
                                f"request to start {command!r}", maybe_sent=True)
             if deadline.expired():
                 raise SshError(f"the guest's SSH server did not answer the request to start "
-                               f"{command!r} within {timeout:.0f} s", maybe_sent=True)
+                               f"{command!r} within {timeout:.1f} s", maybe_sent=True)
         if failed:
             raise SshError(f"SSH broke while starting {command!r}: {failed[0]!r}",
                            maybe_sent=True) from failed[0]
