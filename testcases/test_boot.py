@@ -43,6 +43,10 @@ def test_profile_boots_kdump_ready(make_guest, guest_image, profile: str) -> Non
     assert f"/{booted} " in (guest.workdir / "qemu-cmdline.txt").read_text()
     result = guest.run("echo out; echo err >&2; exit 3")
     assert (result.status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    # Under TCG, IPI shorthand broadcasts would start hot-added vCPUs that were never
+    # brought up at the reset vector (qemu_args.GuestKernelOptions): every kernel obeys.
+    expected = "disabled" if guest.accel.name == "tcg" else "enabled"
+    assert f"IPI shorthand broadcast: {expected}" in guest.run("dmesg", check=True).stdout
 
 
 @pytest.mark.profile("trixie")

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UsageError
-from harness.guest.qemu_args import GuestKernelOptions, MachineSpec, qemu_args
+from harness.guest.config import GuestConfig
+from harness.guest.qemu_args import GuestKernelOptions, MachineSpec, kernel_options, qemu_args
 from harness.units import GiB, MiB, format_size, parse_size
 
 
@@ -88,6 +89,16 @@ def test_kernel_options_render() -> None:
     assert 'dyndbg="file' in text
     # A panic that does not kexec names the kexec lock holder (crash/lock_evidence.py).
     assert "panic_print=0x60" in words
+
+
+def test_tcg_guests_boot_without_ipi_shorthand_broadcasts() -> None:
+    # Broadcast IPIs start TCG's hot-added, never-booted vCPUs at the reset vector.
+    config = GuestConfig()
+    tcg = kernel_options(config, "k", accel="tcg").render().split()
+    kvm = kernel_options(config, "k", accel="kvm").render().split()
+    assert "no_ipi_broadcast=1" in tcg
+    assert "no_ipi_broadcast=1" not in kvm
+    assert "no_ipi_broadcast=1" not in GuestKernelOptions().render().split()
 
 
 def test_post_notifiers_keep_the_backtraces_out_of_the_kdump_path() -> None:

@@ -121,7 +121,7 @@ class Guest:
             disks = (self.meta_disk, self.dump_disk)
         return MachineSpec(
             kernel=self.boot_kernel, initrd=self.image.initrd_path,
-            append=kernel_options(c, key.kernel_arg).render(),
+            append=kernel_options(c, key.kernel_arg, accel=self.accel.name).render(),
             qmp_socket=self._sockdir / "qmp.sock", console_path=self._sockdir / "console",
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,

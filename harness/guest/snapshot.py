@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the layout or the way a snapshot is made changes.  2: RAM file, device state
 #: and the pre-connected SSH session (was 1: one mapped-ram stream, SSH after the restore).
-SNAPSHOT_FORMAT = 2
+#: 3: TCG guests' first kernel boots with no_ipi_broadcast=1 (qemu_args.GuestKernelOptions).
+SNAPSHOT_FORMAT = 3
 #: GuestConfig fields that do not shape the snapshot (the accelerator is keyed by the one
 #: that actually runs, never ``auto``).
 _PER_RUN = ("snapshot", "boot_retries", "accel")
