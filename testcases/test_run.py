@@ -45,6 +45,20 @@ def test_run_trixie_8_dimms_2_vcpus_is_accurate(request, artifact_dir: Path, cap
     evidence_complete(artifact_dir)
 
 
+@pytest.mark.profile("trixie")
+def test_vcpus_left_offline_at_the_panic_do_not_reset_the_machine(request, artifact_dir: Path,
+                                                                  capsys) -> None:
+    # Hot-added vCPUs never brought up: the crash's NMI shootdown must not start them.  Under
+    # TCG it did while the guest kept Linux's IPI shorthand (before no_ipi_broadcast=1): the
+    # firmware reset the machine and the run ended kdump_did_not_occur, 2 runs of 2.
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--snapshot",
+                              "--dimms", "2x256M", "--add-cpus", "2", "--leave-offline")
+    assert status == 0, capsys.readouterr().out
+    assert verdict["result"] == "accurate", verdict["reason"]
+    cpus = [e for e in verdict["swarm"]["plan"]["events"] if e["action"] == "plug-cpu"]
+    assert len(cpus) == 2 and not any(e["online"] for e in cpus)
+
+
 @pytest.mark.slow   # the catalogue covers it (test_catalogue*.py)
 @pytest.mark.profile("bookworm")
 def test_run_bookworm_without_updates_is_a_stale_negative_control(request, artifact_dir: Path,

@@ -215,3 +215,25 @@ def test_a_guest_panic_before_boot_finished_is_not_scanned_again(tmp_path: Path)
     finally:
         g._proc.kill()
         g._proc.wait()
+
+
+@pytest.mark.parametrize(("debug", "said"), [
+    (TRIPLE, "QEMU: SHUTDOWN guest-reset; QEMU's log: a triple fault"),
+    ("CPU Reset (CPU 0)\n", "QEMU: SHUTDOWN guest-reset)"),
+])
+def test_no_capture_kernel_after_the_panic_says_how_the_machine_ended(
+        tmp_path: Path, debug: str, said: str) -> None:
+    """Under TCG the crash's NMI once started a hot-added vCPU never brought up: the
+    firmware reset the machine and the verdict said only "QEMU exited"."""
+    from harness.crash import capture
+    from harness.crash.outcome import CaptureResult, Outcome
+    g = guest(tmp_path)
+    g.console = FakeConsole("[ 9.0] Kernel panic - not syncing: sysrq triggered crash\n")  # type: ignore[assignment]
+    g.qmp = SimpleNamespace(shutdown={"guest": True, "reason": "guest-reset"})  # type: ignore[assignment]
+    g.readiness = Readiness.parse("kexec_crash_loaded=1\n")
+    (tmp_path / "qemu-debug.log").write_text(debug)
+    result = CaptureResult(Outcome.NO_PANIC, "", trigger="sysrq", mode="headers")
+    capture._no_capture_kernel(g, result, "exited", 0)
+    assert result.outcome is Outcome.KDUMP_DID_NOT_OCCUR
+    assert result.reason.startswith(
+        "QEMU exited after the panic with no capture kernel output (" + said), result.reason

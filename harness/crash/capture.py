@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InfrastructureError, LostVMError
 from ..guest import Guest, GuestState
+from ..guest.health import how_it_ended
 from ..guest.kdump_sizing import RAISE_CRASHKERNEL
 from ..signatures import CRASH_SIGNATURES, END_PANIC, PANIC
 from ..timeouts import Deadline, poll
@@ -155,16 +156,7 @@ def _follow(guest: Guest, result: CaptureResult, start: int, t0: float, wall0: f
                              "capture": _CAPTURE_START}, after_panic,
                      t.capture_boot)
     if name in ("end", "exited", None):
-        result.outcome = Outcome.KDUMP_DID_NOT_OCCUR
-        loaded = guest.readiness.get("kexec_crash_loaded")
-        why = {"end": "the panic ran to '---[ end Kernel panic' without starting the "
-                      "capture kernel",
-               "exited": "QEMU exited after the panic with no capture kernel output",
-               None: f"no capture kernel output within {t.capture_boot:.0f} s of the panic"}[name]
-        # The replay (panic_print=0x20) of a panic that did not kexec holds the log.
-        lock = kexec_lock_at_panic(guest.console.text(after_panic), source="console replay")
-        result.lock_at_panic = lock
-        result.reason = why + _no_dump_cause(lock, result.during_reload, loaded)
+        _no_capture_kernel(guest, result, name, after_panic)
         return
 
     name, m = _first(guest, {"capture": _CAPTURE_START}, after_panic,
@@ -219,6 +211,28 @@ def _await_dump(guest: Guest, result: CaptureResult, after_panic: int, capture_a
         result.lock_at_panic = kexec_lock_at_panic(
             Path(result.files["vmcore_dmesg"]).read_text(errors="replace"),
             source="vmcore-dmesg")
+
+
+def _no_capture_kernel(guest: Guest, result: CaptureResult, name: str | None,
+                       after_panic: int) -> None:
+    """No capture kernel after the panic: say how the panic ended (``name``: ``end``,
+    ``exited`` or ``None`` for the deadline) and what the kernel's log says of the lock."""
+    result.outcome = Outcome.KDUMP_DID_NOT_OCCUR
+    loaded = guest.readiness.get("kexec_crash_loaded")
+    if name == "exited":
+        # How the machine ended: a guest-reset with nothing after the panic was, under
+        # TCG, a vCPU never brought up that the crash's NMI started (GuestKernelOptions).
+        ended, _ = how_it_ended(guest.qmp.shutdown, guest.workdir / "qemu-debug.log")
+        why = f"QEMU exited after the panic with no capture kernel output ({ended})"
+    elif name == "end":
+        why = "the panic ran to '---[ end Kernel panic' without starting the capture kernel"
+    else:
+        why = (f"no capture kernel output within {guest.timeouts.capture_boot:.0f} s of "
+               "the panic")
+    # The replay (panic_print=0x20) of a panic that did not kexec holds the log.
+    lock = kexec_lock_at_panic(guest.console.text(after_panic), source="console replay")
+    result.lock_at_panic = lock
+    result.reason = why + _no_dump_cause(lock, result.during_reload, loaded)
 
 
 def _no_dump_cause(lock: LockEvidence, during_reload: bool, loaded: str | None) -> str:

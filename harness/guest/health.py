@@ -21,13 +21,10 @@ _ENDED = {"guest-reset": "reset itself", "guest-shutdown": "powered itself off",
           "guest-panic": "reported a panic to QEMU"}
 
 
-def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str,
-                debug_log: Path | None = None) -> GuestReset:
-    """The error for a running guest whose QEMU exited 0 on its own (``-no-reboot``: a
-    reset ends QEMU), named by QEMU's SHUTDOWN event when it came and by QEMU's debug log
-    (``-d cpu_reset``, ``qemu_args``) when that says why.  Seen under TCG during hot-plug
-    bursts of DIMMs and vCPUs together, with nothing on the console: without this the
-    settle waited out its whole deadline for ``_OST`` events."""
+def how_it_ended(shutdown: Mapping[str, Any] | None,
+                 debug_log: Path | None = None) -> tuple[str, str]:
+    """What QEMU said of a guest that ended itself: its SHUTDOWN event, and a triple fault
+    when its debug log (``-d cpu_reset``, ``qemu_args``) has one; with that log's tail."""
     reason = str((shutdown or {}).get("reason", ""))
     seen = f"QEMU: SHUTDOWN {reason}" if reason else "QEMU exited with status 0"
     try:
@@ -36,10 +33,23 @@ def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str,
         qemu_log = ""
     if "Triple fault" in qemu_log:
         seen += "; QEMU's log: a triple fault"
+    return seen, "\n".join(qemu_log.splitlines()[-40:])
+
+
+def guest_ended(shutdown: Mapping[str, Any] | None, doing: str, tail: str,
+                debug_log: Path | None = None) -> GuestReset:
+    """The error for a running guest whose QEMU exited 0 on its own (``-no-reboot``: a
+    reset ends QEMU), named by QEMU's SHUTDOWN event when it came and by QEMU's debug log
+    when that says why.  Seen under TCG during hot-plug bursts of DIMMs and vCPUs
+    together, with nothing on the console, until TCG guests booted with
+    ``no_ipi_broadcast=1`` (``qemu_args.GuestKernelOptions``); without this the settle
+    waited out its whole deadline for ``_OST`` events."""
+    reason = str((shutdown or {}).get("reason", ""))
+    seen, log_tail = how_it_ended(shutdown, debug_log)
     return GuestReset(f"the guest {_ENDED.get(reason, 'ended')} ({seen}) while {doing}, "
                       "with nothing about it on its console",
                       details=f"console tail:\n{tail}\nQEMU debug log tail "
-                              f"(qemu-debug.log):\n" + "\n".join(qemu_log.splitlines()[-40:]))
+                              f"(qemu-debug.log):\n{log_tail}")
 
 
 def console_health(text: str, doing: str, tail: Callable[[], str]) -> None:
