@@ -198,9 +198,9 @@ class GuestKernelOptions:
             # unknown_nmi_panic the CPU that takes QMP's inject-nmi panics from NMI context.
             parts += ["nmi_watchdog=0", "unknown_nmi_panic=1"]
         if not self.ipi_broadcast:
-            # After an ACPI CPU hot-add, x86 Linux (6.12: topology_hotplug_apic() does not
-            # call apic_smt_update()) keeps sending "all but self" shorthand IPIs until the
-            # new CPU is first brought up.  QEMU 10.0's TCG models a CPU waiting for its
+            # After an ACPI CPU hot-add, x86 Linux (6.1, 6.12, 7.2: topology_hotplug_apic()
+            # does not call apic_smt_update()) keeps sending "all but self" shorthand IPIs
+            # until the new CPU is first brought up.  QEMU 10.0's TCG models a CPU waiting for its
             # SIPI as merely halted, and those IPIs (NMIs too: the crash shootdown) can
             # start it at the reset vector: the firmware then resets the machine.  Measured
             # with 4 or 12 hot-added vCPUs left offline and 10-20 s of IPIs from 4 online
