@@ -237,3 +237,10 @@ def test_no_capture_kernel_after_the_panic_says_how_the_machine_ended(
     assert result.outcome is Outcome.KDUMP_DID_NOT_OCCUR
     assert result.reason.startswith(
         "QEMU exited after the panic with no capture kernel output (" + said), result.reason
+    # No log replay after the panic (panic_print): the kernel went on to kexec, not gave up.
+    assert result.reason.endswith("no log replay followed the panic: the kernel went on "
+                                  "to kexec)"), result.reason
+    replay = "[ 9.1] CPU: 1 PID: 211\n[ 0.000000] Linux version 6.12.117 (replayed)\n"
+    g.console = FakeConsole(g.console.text() + replay)  # type: ignore[assignment]
+    capture._no_capture_kernel(g, result, "exited", 0)
+    assert "the console replay has no kexec lock lines" in result.reason

@@ -26,7 +26,7 @@ from .collect import (
     save_raw_header,
     split_console,
 )
-from .lock_evidence import LockEvidence, kexec_lock_at_panic
+from .lock_evidence import LockEvidence, LockHolder, kexec_lock_at_panic
 from .outcome import CaptureResult, Outcome
 from .trigger import fire, start_reload_in_flight
 
@@ -230,9 +230,28 @@ def _no_capture_kernel(guest: Guest, result: CaptureResult, name: str | None,
         why = (f"no capture kernel output within {guest.timeouts.capture_boot:.0f} s of "
                "the panic")
     # The replay (panic_print=0x20) of a panic that did not kexec holds the log.
-    lock = kexec_lock_at_panic(guest.console.text(after_panic), source="console replay")
+    text = guest.console.text(after_panic)
+    lock = kexec_lock_at_panic(text, source="console replay")
     result.lock_at_panic = lock
+    if (guest.config.crash_debug and not _replayed(text) and loaded == "1"
+            and lock.holder is LockHolder.UNKNOWN and not result.during_reload):
+        # A panic that gives up on kdump replays its log (panic_print, qemu_args): without
+        # a replay the kernel went on to kexec, and the machine ended on the way.
+        result.reason = why + (" (a capture kernel was loaded and no log replay followed "
+                               "the panic: the kernel went on to kexec)")
+        return
     result.reason = why + _no_dump_cause(lock, result.during_reload, loaded)
+
+
+_PRINTK_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]", re.MULTILINE)
+
+
+def _replayed(text: str) -> bool:
+    """Whether the console after a panic replays the kernel's log: a record older than
+    the first one after the panic (the replay starts from the oldest record kept, so this
+    holds even when the log buffer has wrapped)."""
+    times = [float(t) for t in _PRINTK_TIME.findall(text)]
+    return any(t < times[0] for t in times[1:])
 
 
 def _no_dump_cause(lock: LockEvidence, during_reload: bool, loaded: str | None) -> str:
