@@ -50,7 +50,7 @@ def test_vcpus_left_offline_at_the_panic_do_not_reset_the_machine(request, artif
                                                                   capsys) -> None:
     # Hot-added vCPUs never brought up: the crash's NMI shootdown must not start them.  Under
     # TCG it did while the guest kept Linux's IPI shorthand (before no_ipi_broadcast=1): the
-    # firmware reset the machine and the run ended kdump_did_not_occur, 2 runs of 2.
+    # firmware reset the machine and the run ended kdump_did_not_occur, 3 runs of 3.
     status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--snapshot",
                               "--dimms", "2x256M", "--add-cpus", "2", "--leave-offline")
     assert status == 0, capsys.readouterr().out

@@ -228,8 +228,10 @@ def test_no_capture_kernel_after_the_panic_says_how_the_machine_ended(
     from harness.crash import capture
     from harness.crash.outcome import CaptureResult, Outcome
     g = guest(tmp_path)
-    g.console = FakeConsole("[ 9.0] Kernel panic - not syncing: sysrq triggered crash\n")  # type: ignore[assignment]
-    g.qmp = SimpleNamespace(shutdown={"guest": True, "reason": "guest-reset"})  # type: ignore[assignment]
+    panic = "[ 9.0] Kernel panic - not syncing: sysrq triggered crash\n"
+    g.console = FakeConsole(panic)  # type: ignore[assignment]
+    shutdown = {"guest": True, "reason": "guest-reset"}
+    g.qmp = SimpleNamespace(shutdown=shutdown)  # type: ignore[assignment]
     g.readiness = Readiness.parse("kexec_crash_loaded=1\n")
     (tmp_path / "qemu-debug.log").write_text(debug)
     result = CaptureResult(Outcome.NO_PANIC, "", trigger="sysrq", mode="headers")
