@@ -14,6 +14,8 @@ from re import Pattern
 PANIC = re.compile(r"Kernel panic - not syncing: ?([^\n]*)")
 #: A kernel's first line.
 KERNEL_BANNER = re.compile(r"Linux version \S+")
+#: A printk record's timestamp at the start of its line (seconds are group 1).
+PRINTK_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)
 #: The capture kernel's command line: kexec puts ``elfcorehdr=`` on it.  This, not the
 #: banner, says the capture kernel runs: a panic that does not kexec replays the first
 #: kernel's whole log (``panic_print=0x20``), its "Linux version" line included.

@@ -23,11 +23,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..signatures import CAPTURE_CMDLINE, KERNEL_BANNER, PANIC
+from ..signatures import CAPTURE_CMDLINE, KERNEL_BANNER, PANIC, PRINTK_TIME
 
 #: A console.log line: the host's arrival time, then the guest's text.
 _HOST_LINE = re.compile(r"^\[host\s+(\d+\.\d+)\] (.*)$", re.M)
-_PRINTK_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
 _RUN_INIT = re.compile(r"^\[\s*(\d+\.\d+)\] Run /init as init process", re.M)
 _CAPTURE_UPTIME = re.compile(r"HARNESS: capture-start mode=\w+ uptime=(\d+\.\d+)")
 
@@ -58,7 +57,7 @@ def capture_phases(console_log: str, capture_dmesg: str | None) -> CapturePhases
         start = max((i for i in range(panic, cmdline + 1)
                      if KERNEL_BANNER.search(lines[i][1])), default=cmdline)
         zeros = [host - float(m.group(1)) for host, text in lines[start:]
-                 if (m := _PRINTK_TIME.match(text))]
+                 if (m := PRINTK_TIME.match(text))]
         if zeros:
             to_kernel = min(zeros) - lines[panic][0]
     return CapturePhases(

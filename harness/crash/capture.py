@@ -16,7 +16,7 @@ from ..errors import InfrastructureError, LostVMError
 from ..guest import Guest, GuestState
 from ..guest.health import how_it_ended
 from ..guest.kdump_sizing import RAISE_CRASHKERNEL
-from ..signatures import CRASH_SIGNATURES, END_PANIC, PANIC
+from ..signatures import CRASH_SIGNATURES, END_PANIC, PANIC, PRINTK_TIME
 from ..timeouts import Deadline, poll
 from .collect import (
     CAPTURE_BANNER,
@@ -243,14 +243,11 @@ def _no_capture_kernel(guest: Guest, result: CaptureResult, name: str | None,
     result.reason = why + _no_dump_cause(lock, result.during_reload, loaded)
 
 
-_PRINTK_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]", re.MULTILINE)
-
-
 def _replayed(text: str) -> bool:
     """Whether the console after a panic replays the kernel's log: a record older than
     the first one after the panic (the replay starts from the oldest record kept, so this
     holds even when the log buffer has wrapped)."""
-    times = [float(t) for t in _PRINTK_TIME.findall(text)]
+    times = [float(t) for t in PRINTK_TIME.findall(text)]
     return any(t < times[0] for t in times[1:])
 
 
