@@ -42,6 +42,14 @@ class LockPolicy(StrEnum):
     STRICT = "strict"        # refuse
 
 
+class HugePages(StrEnum):
+    """Transparent huge pages for QEMU (``guest.host_memory``)."""
+
+    AUTO = "auto"            # off under TCG, the host's policy under KVM
+    ON = "on"
+    OFF = "off"
+
+
 class Keep(StrEnum):
     """Which tests' evidence directories the plugin keeps."""
 
@@ -131,6 +139,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
     SettingSpec("snapshot", "KDUMP_HARNESS_SNAPSHOT", _switch, "off",
                 "start scenario guests from a cached snapshot of the kdump-ready guest "
                 "(on/off): ~0.2 s instead of a boot; made on first use"),
+    SettingSpec("huge_pages", "KDUMP_HARNESS_HUGE_PAGES", _choice(HugePages), "auto",
+                "transparent huge pages for QEMU: auto (off under TCG, where a fresh huge "
+                "page is slow on VM hosts that report free memory; on under KVM), on, off"),
     SettingSpec("artifacts", "KDUMP_HARNESS_ARTIFACTS", Path, "artifacts",
                 "directory for per-test evidence"),
     SettingSpec("keep", "KDUMP_HARNESS_KEEP", _choice(Keep), "failed",
@@ -194,6 +205,10 @@ class Settings:
     @property
     def timeout_scale(self) -> float:
         return float(self["timeout_scale"])
+
+    @property
+    def huge_pages(self) -> HugePages:
+        return HugePages(self["huge_pages"])
 
     @property
     def cache_root(self) -> Path:

@@ -32,6 +32,8 @@ def test_precedence(kwargs: dict[str, object], value: Accel, source: Source,
     ("accel", "hvf", "KDUMP_HARNESS_ACCEL='hvf': expected one of auto, kvm, tcg"),
     ("timeout_scale", "0", "KDUMP_HARNESS_TIMEOUT_SCALE='0': must be positive"),
     ("lock", "loose", "KDUMP_HARNESS_LOCK='loose': expected one of prefer, strict"),
+    ("huge_pages", "madvise", "KDUMP_HARNESS_HUGE_PAGES='madvise': expected one of auto, on, "
+                              "off"),
 ])
 def test_bad_values_name_their_source(name: str, raw: str, message: str) -> None:
     env = {settings.SETTINGS[name].env: raw}

@@ -35,14 +35,14 @@ from .boot import emulator_fault, wait_booted
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
 from .health import console_health, guest_ended
-from .process import LIVE, die_with_parent, kill_process_group, log_tail
+from .host_memory import HugePagesChoice, qemu_huge_pages, qemu_preexec
+from .process import LIVE, kill_process_group, log_tail
 from .qemu_args import MachineSpec, SnapshotRam, kernel_options, qemu_args, render_command
 from .qmp import Qmp
 from .restore import restore
 from .ssh import CommandResult, GuestSsh, SshKey
 
 log = logging.getLogger(__name__)
-
 
 _USERNET_PORT = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22")
 
@@ -68,6 +68,7 @@ class Guest:
         self.readiness = Readiness()
         self.accel = accel_mod.AccelChoice("tcg", "not chosen yet")
         self.timeouts = Timeouts.for_accel("tcg")
+        self.huge_pages = HugePagesChoice(True, "not chosen yet")
         self.shutdown_kind: str | None = None
         self.kdump_output = ""
         #: One line per boot attempt that an emulator fault ended (see ``launch``).
@@ -116,9 +117,7 @@ class Guest:
                     if c.firmware == "qboot" and not restorable else None)
         if firmware is not None and not firmware.exists():
             firmware = None  # older QEMU packages lack qboot; SeaBIOS works, a little slower
-        disks: tuple[Path, ...] = ()
-        if c.dump_disks:
-            disks = (self.meta_disk, self.dump_disk)
+        disks = (self.meta_disk, self.dump_disk) if c.dump_disks else ()
         return MachineSpec(
             kernel=self.boot_kernel, initrd=self.image.initrd_path,
             append=kernel_options(c, key.kernel_arg, accel=self.accel.name).render(),
@@ -169,6 +168,7 @@ class Guest:
         self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
                                             self.cache_dir)
         self.timeouts = Timeouts.for_accel(self.accel.name)
+        self.huge_pages = qemu_huge_pages(self.accel.name)
         if self.config.snapshot:
             restore(self, binary)
             self.state = GuestState.RUNNING
@@ -221,7 +221,8 @@ class Guest:
         key.save(self.workdir / "ssh-key")
         self._make_disks()
         self.argv = qemu_args(self._spec(key), binary) + list(incoming)
-        (self.workdir / "qemu-cmdline.txt").write_text(render_command(self.argv) + "\n")
+        (self.workdir / "qemu-cmdline.txt").write_text(
+            f"{render_command(self.argv)}\n{self.huge_pages.note()}\n")
 
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
                        timeout=self.timeouts.qmp_command, explain_lost=self._why_lost)
@@ -233,7 +234,7 @@ class Guest:
             self.launched_at = time.monotonic()
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=die_with_parent)
+                                          preexec_fn=qemu_preexec(self.huge_pages))
         LIVE.add(self)
         self._accept_channels()
         self.ssh_port = self._forwarded_ssh_port()
