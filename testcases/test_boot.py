@@ -47,6 +47,12 @@ def test_profile_boots_kdump_ready(make_guest, guest_image, profile: str) -> Non
     # brought up at the reset vector (qemu_args.GuestKernelOptions): every kernel obeys.
     expected = "disabled" if guest.accel.name == "tcg" else "enabled"
     assert f"IPI shorthand broadcast: {expected}" in guest.run("dmesg", check=True).stdout
+    # Under TCG QEMU runs without transparent huge pages (guest.host_memory), and says so.
+    huge = "0" if guest.accel.name == "tcg" else "1"
+    status = Path(f"/proc/{guest.pid}/status").read_text()
+    assert f"THP_enabled:\t{huge}" in status or "THP_enabled" not in status
+    note = (guest.workdir / "qemu-cmdline.txt").read_text().splitlines()[-1]
+    assert note.startswith("# transparent huge pages " + ("off" if huge == "0" else "on"))
 
 
 @pytest.mark.profile("trixie")
