@@ -7,6 +7,7 @@ probe boots the guest kernel itself for a moment.  The answer is cached per host
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -37,9 +38,24 @@ def qemu_binary() -> str:
     return path
 
 
+def qemu_version_output(binary: str) -> str:
+    """``binary --version``, run once per build of it in this process (a run asks twice:
+    the version check and the snapshot key; each start of QEMU costs ~40 ms of CPU)."""
+    try:
+        built = os.stat(binary).st_mtime_ns
+    except OSError:
+        built = 0
+    return _version_output(binary, built)
+
+
+@functools.lru_cache(maxsize=4)
+def _version_output(binary: str, built: int) -> str:
+    return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                          check=False).stdout
+
+
 def qemu_version(binary: str | None = None) -> tuple[int, int, int]:
-    out = subprocess.run([binary or qemu_binary(), "--version"], capture_output=True,
-                         text=True, timeout=10, check=False).stdout
+    out = qemu_version_output(binary or qemu_binary())
     first = out.splitlines()[0] if out else ""
     try:
         ver = first.split("version", 1)[1].split()[0]

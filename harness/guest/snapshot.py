@@ -22,13 +22,11 @@ Layout under the cache root (``harness.images.cache``)::
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -39,6 +37,7 @@ from ..errors import SnapshotError
 from ..images.cache import Cache
 from ..model import Accel
 from ..timeouts import wait_until
+from .accel import qemu_version_output
 from .config import GuestConfig, ImageLike
 from .presession import start_presession
 from .qemu_args import SnapshotRam
@@ -65,12 +64,10 @@ RECORD_FILE = "snapshot.json"
 CAPABILITIES = [{"capability": "x-ignore-shared", "state": True}]
 
 
-@functools.lru_cache(maxsize=4)
 def qemu_version_line(binary: str) -> str:
     """QEMU's own version line (Debian's package version included): a snapshot is only
     restored by the QEMU build that wrote it."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
-                         check=False).stdout
+    out = qemu_version_output(binary)
     return out.splitlines()[0].strip() if out else "unknown"
 
 
