@@ -3,12 +3,16 @@
 ``bench_restore``: QEMU start to the guest running again, to SSH, to kdump-ready (its
 readiness record checked), over guests restored from one snapshot.  ``bench_streams``:
 verified crash cycles per hour, ``streams`` parallel streams of ``kdump-harness run`` one
-after the other, cold and restored, measured in one call so both see the same host.
+after the other, cold and restored, measured in one call so both see the same host.  Each
+also says the CPU time one cycle costs (the ``run`` processes and their QEMUs) and what
+that allows on this host's cores: a stream count that keeps every core busy cannot beat it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,6 +56,9 @@ class StreamsResult:
     label: str
     seconds: float
     results: tuple[str, ...]
+    #: CPU time of every run process and its QEMU (user + system), and the cores there were.
+    cpu_seconds: float = 0.0
+    cores: int = 1
 
     @property
     def verified(self) -> int:
@@ -61,11 +68,25 @@ class StreamsResult:
     def per_hour(self) -> float:
         return self.verified * 3600 / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu_per_cycle(self) -> float:
+        return self.cpu_seconds / len(self.results) if self.results else 0.0
+
+    @property
+    def ceiling_per_hour(self) -> float:
+        """Cycles per hour if every core did nothing but cycles at this CPU cost."""
+        return self.cores * 3600 / self.cpu_per_cycle if self.cpu_per_cycle else 0.0
+
     def line(self) -> str:
         others = [r for r in self.results if r not in ("accurate", "stale")]
         return (f"{self.label:34} {self.per_hour:7.0f} verified cycles/hour  "
                 f"({self.verified} in {self.seconds:.1f} s"
                 + (f"; not verified: {', '.join(others)}" if others else "") + ")")
+
+    def cpu_line(self) -> str:
+        busy = self.cpu_seconds / self.seconds if self.seconds else 0.0
+        return (f"{'':34} {self.cpu_per_cycle:7.2f} CPU-s per cycle; {busy:.2f} of "
+                f"{self.cores} cores busy; at most {self.ceiling_per_hour:.0f}/hour here")
 
 
 def _stream(args: list[str], cycles: int, out: Path) -> list[str]:
@@ -89,18 +110,25 @@ def bench_streams(label: str, args: list[str], cycles: int, streams: int,
                   report: Callable[[str], None]) -> StreamsResult:
     """``streams`` parallel streams of ``cycles`` runs each; wall time of them all."""
     out = Path(tempfile.mkdtemp(prefix="kh-bench-streams-"))
+    # Every run process is waited for, and each waits for its QEMU: the children's usage
+    # covers both (the streams are threads of this process, one phase at a time).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with ThreadPoolExecutor(streams) as pool:
         futures = [pool.submit(_stream, args, cycles, out / f"stream{s}")
                    for s in range(streams)]
         results = tuple(r for f in futures for r in f.result())
-    result = StreamsResult(label, time.monotonic() - started, results)
+    seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result = StreamsResult(label, seconds, results, cpu, len(os.sched_getaffinity(0)))
     kept = sorted(str(p.parent.name + "/" + p.name) for p in out.glob("stream*/*"))
     if kept:
         report(f"  evidence of the runs not verified: {out} ({', '.join(kept)})")
     else:
         shutil.rmtree(out, ignore_errors=True)
     report(f"  {result.line()}")
+    report(f"  {result.cpu_line()}")
     return result
 
 

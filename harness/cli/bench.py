@@ -128,7 +128,9 @@ def _bench_streams(args: argparse.Namespace) -> int:
     warm = bench_streams("run --snapshot", [*profile, "--snapshot"], args.runs,
                          args.streams, report)
     print(cold.line())
+    print(cold.cpu_line())
     print(warm.line() + f"  target >= 1000: {'met' if warm.per_hour >= 1000 else 'MISSED'}")
+    print(warm.cpu_line())
     return 0
 
 

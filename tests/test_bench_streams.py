@@ -1,0 +1,38 @@
+"""bench streams: cycles per hour, and what a cycle costs in CPU time on this host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.bench import snapshot as bench_snapshot
+from harness.bench.snapshot import StreamsResult, bench_streams
+
+
+def test_cycles_per_hour_and_the_ceiling_of_the_cores() -> None:
+    result = StreamsResult("run --snapshot", 36.0, ("accurate",) * 9 + ("guest_error",),
+                           cpu_seconds=70.0, cores=2)
+    assert result.per_hour == pytest.approx(900)
+    assert result.cpu_per_cycle == pytest.approx(7.0)
+    assert result.ceiling_per_hour == pytest.approx(2 * 3600 / 7)
+    assert "not verified: guest_error" in result.line()
+    assert result.cpu_line().split() == ["7.00", "CPU-s", "per", "cycle;", "1.94", "of", "2",
+                                         "cores", "busy;", "at", "most", "1029/hour", "here"]
+
+
+def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stream(args: list[str], cycles: int, out: Path) -> list[str]:
+        for _ in range(cycles):     # a child that burns CPU, as a run's QEMU does
+            subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+        return ["accurate"] * cycles
+
+    monkeypatch.setattr(bench_snapshot, "_stream", stream)
+    lines: list[str] = []
+    result = bench_streams("test", [], 2, 2, lines.append)
+    assert result.results == ("accurate",) * 4
+    assert result.cpu_seconds > 0.05
+    assert result.cores >= 1
+    assert "CPU-s per cycle" in lines[-1]
