@@ -81,3 +81,19 @@ def _status(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return ""
+
+
+def test_doctor_says_which_huge_pages_qemu_gets(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cli.doctor import check_huge_pages
+
+    mode = tmp_path / "enabled"
+    mode.write_text("always [madvise] never\n")
+    monkeypatch.delenv("KDUMP_HARNESS_HUGE_PAGES", raising=False)
+    with settings.configured():
+        check = check_huge_pages(mode)
+    assert check.ok
+    assert check.detail.startswith("host THP mode madvise; QEMU under TCG: huge pages off, "
+                                   "under KVM: on")
+    with settings.configured():
+        assert "host THP mode unknown" in check_huge_pages(tmp_path / "missing").detail

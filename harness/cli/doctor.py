@@ -25,7 +25,7 @@ class Check:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("doctor", help="check the host: QEMU, KVM, apt, disk",
+    p = sub.add_parser("doctor", help="check the host: QEMU, KVM, apt, disk, huge pages",
                        description="Check the host and say what to fix.")
     p.add_argument("--probe-kvm", action="store_true",
                    help="boot a cached guest kernel under KVM to see whether KVM really works")
@@ -118,9 +118,26 @@ def check_tools() -> Check:
     return Check("tools", True, "xz, zstd and lz4 present")
 
 
+def check_huge_pages(thp_mode: Path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+                     ) -> Check:
+    """Which transparent huge pages QEMU gets (``guest.host_memory``): informational."""
+    from ..guest.host_memory import qemu_huge_pages
+
+    try:
+        words = thp_mode.read_text().split()
+        host = next((w.strip("[]") for w in words if w.startswith("[")), "unknown")
+    except OSError:
+        host = "unknown"
+    tcg, kvm = qemu_huge_pages("tcg"), qemu_huge_pages("kvm")
+    return Check("memory", True, f"host THP mode {host}; QEMU under TCG: huge pages "
+                                 f"{'on' if tcg.enabled else 'off'}, under KVM: "
+                                 f"{'on' if kvm.enabled else 'off'} "
+                                 "(KDUMP_HARNESS_HUGE_PAGES=auto|on|off)")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks = [check_qemu(), check_kvm(args.probe_kvm), check_apt(args.probe), check_disk(),
-              check_tools()]
+              check_tools(), check_huge_pages()]
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:
