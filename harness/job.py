@@ -180,7 +180,8 @@ def _swarm_and_snapshot(guest: Guest, spec: JobSpec, out: Path,
             job.swarm.check()
     job.times["swarm_total"] = time.monotonic() - t0
     swarm = job.swarm
-    if swarm is not None and swarm.settled and swarm.expected and swarm.observed:
+    if (swarm is not None and swarm.settled and swarm.expected is not None
+            and swarm.observed is not None):
         # The swarm's final snapshots came after its last event and after any contention
         # stopped; only its kernel-log read followed.  Another pair would cost a guest
         # command (~0.1 s of a restored guest under TCG) to see the same machine.
