@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,10 @@ def test_the_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         assert not qemu_huge_pages("tcg").enabled
 
 
-def _thp_enabled(preexec: object) -> str:
+def _thp_enabled(preexec: Callable[[], None]) -> str:
     """What the child's /proc/self/status says (the line exists since Linux 5.0)."""
     out = subprocess.run(["grep", "THP_enabled", "/proc/self/status"], capture_output=True,
-                         text=True, check=True, preexec_fn=preexec)  # type: ignore[arg-type]
+                         text=True, check=True, preexec_fn=preexec)
     return out.stdout.split()[-1]
 
 
