@@ -26,6 +26,7 @@ from .hotplug import (
     SwarmPlan,
     SwarmResult,
     check_memory_budget,
+    fit_for_plan,
     run_swarm,
 )
 from .model import Trigger, choose
@@ -79,6 +80,8 @@ class JobResult:
     times: dict[str, float | None] = field(default_factory=dict)
     run_dir: Path | None = None
     accel: str = ""
+    #: Under TCG: "multi" or "single" (``guest.tcg_threads``), and why.
+    tcg_threads: str | None = None
     kernel_release: str = ""
     #: package -> (locked, used) when the image could not follow the lock file.
     lock_drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -100,7 +103,8 @@ class JobResult:
         return {
             "result": self.result.value, "expected": self.expected.value,
             "family": self.result.family.value, "passed": self.passed,
-            "reason": self.reason, "accel": self.accel, "kernel_release": self.kernel_release,
+            "reason": self.reason, "accel": self.accel, "tcg_threads": self.tcg_threads,
+            "kernel_release": self.kernel_release,
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
             "boot_faults": self.boot_faults, "snapshot": self.snapshot,
             "times": self.times, "run_dir": str(self.run_dir),
@@ -121,7 +125,7 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
     job = JobResult(result=Result.HARNESS_ERROR, expected=spec.expect, reason="not started",
                     run_dir=out, kernel_release=getattr(image, "kernel_release", ""),
                     lock_drift=dict(getattr(image, "lock_drift", {})))
-    guest = Guest(image, config, out)
+    guest = Guest(image, fit_for_plan(config, spec.plan), out)
     try:
         with guest:
             _boot_facts(job, guest)
@@ -151,6 +155,9 @@ def run_job(image: Any, config: GuestConfig, spec: JobSpec, out: Path) -> JobRes
 
 def _boot_facts(job: JobResult, guest: Guest) -> None:
     job.accel = guest.accel.name if guest.state is not GuestState.NEW else ""
+    threads = guest.host_fit.tcg_threads
+    if job.accel == "tcg" and threads.mode is not None:
+        job.tcg_threads = f"{threads.mode}: {threads.reason}"
     job.boot_faults = list(guest.boot_faults)
     job.times.update(boot_to_userspace=guest.times.userspace,
                      kdump_load=guest.times.guest_kdump_load, restore=guest.times.restore,

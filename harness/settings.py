@@ -50,6 +50,14 @@ class HugePages(StrEnum):
     OFF = "off"
 
 
+class TcgThreads(StrEnum):
+    """One host thread per vCPU or one for all of a guest's vCPUs (``guest.tcg_threads``)."""
+
+    AUTO = "auto"            # multi while the host's cores fit every running vCPU
+    MULTI = "multi"
+    SINGLE = "single"
+
+
 class Keep(StrEnum):
     """Which tests' evidence directories the plugin keeps."""
 
@@ -142,6 +150,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
     SettingSpec("huge_pages", "KDUMP_HARNESS_HUGE_PAGES", _choice(HugePages), "auto",
                 "transparent huge pages for QEMU: auto (off under TCG, where a fresh huge "
                 "page is slow on VM hosts that report free memory; on under KVM), on, off"),
+    SettingSpec("tcg_threads", "KDUMP_HARNESS_TCG_THREADS", _choice(TcgThreads), "auto",
+                "TCG's vCPU threads: auto (multi-threaded while the running QEMUs' vCPUs fit "
+                "the host's cores, else round-robin on one thread), multi, single"),
     SettingSpec("artifacts", "KDUMP_HARNESS_ARTIFACTS", Path, "artifacts",
                 "directory for per-test evidence"),
     SettingSpec("keep", "KDUMP_HARNESS_KEEP", _choice(Keep), "failed",
@@ -209,6 +220,10 @@ class Settings:
     @property
     def huge_pages(self) -> HugePages:
         return HugePages(self["huge_pages"])
+
+    @property
+    def tcg_threads(self) -> TcgThreads:
+        return TcgThreads(self["tcg_threads"])
 
     @property
     def cache_root(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,27 @@ def test_profile_boots_kdump_ready(make_guest, guest_image, profile: str) -> Non
     assert f"THP_enabled:\t{huge}" in status or "THP_enabled" not in status
     note = (guest.workdir / "qemu-cmdline.txt").read_text().splitlines()[-1]
     assert note.startswith("# transparent huge pages " + ("off" if huge == "0" else "on"))
+
+
+@pytest.mark.profile("trixie")
+@pytest.mark.parametrize("mode", [
+    pytest.param("multi", marks=pytest.mark.kh(tcg_threads="multi")),
+    pytest.param("single", marks=pytest.mark.kh(tcg_threads="single")),
+])
+def test_tcg_runs_the_vcpus_on_the_threads_asked_for(make_guest, kh_accel: str,
+                                                     mode: str) -> None:
+    if kh_accel == "kvm":
+        pytest.skip("KVM has no TCG threads")
+    guest = make_guest("trixie")
+    # QEMU's own account: one host thread per vCPU, or one thread for them all.
+    threads = {cpu["thread-id"] for cpu in guest.qmp.execute("query-cpus-fast")}
+    assert len(threads) == (1 if mode == "single" else guest.config.cpus)
+    argv = (guest.workdir / "qemu-cmdline.txt").read_text().splitlines()
+    assert f"-accel tcg,thread={mode} " in argv[0]
+    assert argv[1] == f"# TCG threads {mode}: tcg_threads={mode}"
+    readiness = json.loads((guest.workdir / "readiness.json").read_text())
+    assert readiness["tcg_threads"]["mode"] == mode
+    assert guest.run("nproc", check=True).stdout.strip() == str(guest.config.cpus)
 
 
 @pytest.mark.profile("trixie")

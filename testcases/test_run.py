@@ -46,6 +46,24 @@ def test_run_trixie_8_dimms_2_vcpus_is_accurate(request, artifact_dir: Path, cap
 
 
 @pytest.mark.profile("trixie")
+def test_run_on_round_robin_tcg_is_accurate(request, artifact_dir: Path, capsys,
+                                            kh_accel: str) -> None:
+    # One host thread for every vCPU (guest.tcg_threads), restored from the same snapshot
+    # multi-threaded guests use: the swarm's vCPUs take turns and the dump is still exact.
+    if kh_accel == "kvm":
+        pytest.skip("KVM has no TCG threads")
+    status, verdict = run_cli(request, artifact_dir, "--profile", "trixie", "--snapshot",
+                              "--tcg-threads", "single", "--dimms", "8x256M", "--add-cpus", "2")
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert verdict["result"] == "accurate" and verdict["passed"]
+    assert verdict["tcg_threads"] == "single: tcg_threads=single"
+    assert "TCG threads single: tcg_threads=single" in out
+    assert "-accel tcg,thread=single " in (artifact_dir / "qemu-cmdline.txt").read_text()
+    assert sum(f["code"] == "dimm-present" for f in verdict["verify"]["findings"]) >= 8
+
+
+@pytest.mark.profile("trixie")
 def test_vcpus_left_offline_at_the_panic_do_not_reset_the_machine(request, artifact_dir: Path,
                                                                   capsys) -> None:
     # Hot-added vCPUs never brought up: the crash's NMI shootdown must not start them.  Under

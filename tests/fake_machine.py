@@ -10,6 +10,7 @@ from typing import Any, Self
 from harness.errors import LostVMError, QmpError
 from harness.guest import GuestConfig, Readiness
 from harness.guest.accel import AccelChoice
+from harness.guest.host_fit import HostFit
 from harness.guest.qmp import Transcript
 from harness.guest.ssh import CommandResult
 from harness.timeouts import Timeouts
@@ -228,6 +229,7 @@ class FakeGuest:
         self.timeouts = Timeouts()
         self.readiness = Readiness({"block_size": "8000000", "crash_hotplug_memory": "1"})
         self.accel = AccelChoice("tcg", "test")
+        self.host_fit = HostFit.unchosen()      # multi-threaded TCG
         self.image = SimpleNamespace(profile="trixie", kernel_release="6.12.0")
 
     def alive(self) -> bool:

@@ -24,10 +24,10 @@ def test_cycles_per_hour_and_the_ceiling_of_the_cores() -> None:
 
 
 def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    def stream(args: list[str], cycles: int, out: Path) -> list[str]:
+    def stream(args: list[str], cycles: int, out: Path) -> list[tuple[str, str]]:
         for _ in range(cycles):     # a child that burns CPU, as a run's QEMU does
             subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
-        return ["accurate"] * cycles
+        return [("accurate", "single")] * cycles
 
     monkeypatch.setattr(bench_snapshot, "_stream", stream)
     lines: list[str] = []
@@ -36,3 +36,25 @@ def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch)
     assert result.cpu_seconds > 0.05
     assert result.cores >= 1
     assert "CPU-s per cycle" in lines[-1]
+    assert lines[-1].endswith("; TCG threads single 4")
+
+
+def test_each_runs_thread_mode_is_read_from_its_verdict(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    outputs = iter([
+        '{"result": "accurate", "tcg_threads": "single: 2 vCPU(s) of other QEMUs ..."}',
+        '{"result": "stale", "tcg_threads": "multi: 0 vCPU(s) of other QEMUs ..."}',
+        '{"result": "accurate", "tcg_threads": null}',           # KVM
+        'Traceback (most recent call last):',                     # a run that broke
+    ])
+
+    def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 3, stdout=next(outputs), stderr="")
+
+    monkeypatch.setattr(bench_snapshot.subprocess, "run", run)
+    runs = bench_snapshot._stream([], 4, tmp_path)
+    assert runs == [("accurate", "single"), ("stale", "multi"), ("accurate", ""),
+                    ("exit 3", "")]
+    result = StreamsResult("x", 10.0, tuple(r for r, _ in runs), 8.0, 2,
+                           tuple(m for _, m in runs))
+    assert result.cpu_line().endswith("; TCG threads multi 1, single 1")

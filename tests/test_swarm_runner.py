@@ -4,6 +4,7 @@ dropped vCPUs, transcripts and replay."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from fake_machine import guest
 from harness.errors import HotplugNotHonoured, KernelUnsuitable, LostVMError, UsageError
 from harness.guest import Readiness
 from harness.guest.ssh import CommandResult
+from harness.guest.tcg_threads import TcgThreadsChoice
 from harness.hotplug import (
     Action,
     HookAction,
@@ -111,6 +113,18 @@ def test_vcpu_unplug_without_its_device_deleted_event(tmp_path: Path) -> None:
     result.check()
     assert time.monotonic() - started < 5
     assert set(g.machine.cpus) == {0, 1}
+
+
+def test_a_round_robin_guest_refuses_a_vcpu_unplug_before_the_first_event(
+        tmp_path: Path) -> None:
+    g = guest(tmp_path)
+    g.host_fit = replace(g.host_fit, tcg_threads=TcgThreadsChoice("single", "test"))
+    with pytest.raises(UsageError, match=r"unplugs vCPUs, and QEMU 10\.0's round-robin TCG "
+                                         r"aborts .*GuestConfig\(cpu_unplug=True\)"):
+        run_swarm(g, build_plan(SwarmSpec(cpus=2, unplug_cpus=1)))
+    assert set(g.machine.cpus) == {0, 1}      # nothing was plugged
+    # Plugging alone is fine round-robin.
+    run_swarm(g, build_plan(SwarmSpec(cpus=1))).check()
 
 
 def test_qemu_exiting_mid_swarm_fails_at_once(tmp_path: Path) -> None:

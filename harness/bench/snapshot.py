@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -59,6 +60,8 @@ class StreamsResult:
     #: CPU time of every run process and its QEMU (user + system), and the cores there were.
     cpu_seconds: float = 0.0
     cores: int = 1
+    #: Each run's TCG thread mode ("multi", "single"; "" when not TCG or not known).
+    thread_modes: tuple[str, ...] = ()
 
     @property
     def verified(self) -> int:
@@ -85,23 +88,30 @@ class StreamsResult:
 
     def cpu_line(self) -> str:
         busy = self.cpu_seconds / self.seconds if self.seconds else 0.0
+        modes = Counter(m for m in self.thread_modes if m)
+        threads = ("; TCG threads " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
+                   if modes else "")
         return (f"{'':34} {self.cpu_per_cycle:7.2f} CPU-s per cycle; {busy:.2f} of "
-                f"{self.cores} cores busy; at most {self.ceiling_per_hour:.0f}/hour here")
+                f"{self.cores} cores busy; at most {self.ceiling_per_hour:.0f}/hour here"
+                + threads)
 
 
-def _stream(args: list[str], cycles: int, out: Path) -> list[str]:
-    """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process.
-    The evidence of a run that was not verified stays in ``out``."""
+def _stream(args: list[str], cycles: int, out: Path) -> list[tuple[str, str]]:
+    """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process:
+    each one's result and TCG thread mode.  The evidence of a run that was not verified
+    stays in ``out``."""
     results = []
     for i in range(cycles):
         argv = [sys.executable, "-m", "harness", "run", "--json", "--out", str(out / str(i)),
                 *args]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         try:
-            results.append(str(json.loads(done.stdout)["result"]))
-        except (ValueError, KeyError):
-            results.append(f"exit {done.returncode}")
-        if results[-1] in ("accurate", "stale"):
+            verdict = json.loads(done.stdout)
+            threads = str(verdict.get("tcg_threads") or "")
+            results.append((str(verdict["result"]), threads.split(":")[0]))
+        except (ValueError, KeyError, AttributeError):
+            results.append((f"exit {done.returncode}", ""))
+        if results[-1][0] in ("accurate", "stale"):
             shutil.rmtree(out / str(i), ignore_errors=True)
     return results
 
@@ -117,11 +127,12 @@ def bench_streams(label: str, args: list[str], cycles: int, streams: int,
     with ThreadPoolExecutor(streams) as pool:
         futures = [pool.submit(_stream, args, cycles, out / f"stream{s}")
                    for s in range(streams)]
-        results = tuple(r for f in futures for r in f.result())
+        runs = [run for f in futures for run in f.result()]
     seconds = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result = StreamsResult(label, seconds, results, cpu, len(os.sched_getaffinity(0)))
+    result = StreamsResult(label, seconds, tuple(r for r, _ in runs), cpu,
+                           len(os.sched_getaffinity(0)), tuple(m for _, m in runs))
     kept = sorted(str(p.parent.name + "/" + p.name) for p in out.glob("stream*/*"))
     if kept:
         report(f"  evidence of the runs not verified: {out} ({', '.join(kept)})")

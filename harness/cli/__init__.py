@@ -70,6 +70,7 @@ def parse_run_options(argv: Sequence[str], where: str) -> argparse.Namespace:
 def _setting_options(args: argparse.Namespace) -> dict[str, str | None]:
     """The command line's say in the harness's settings (None: not given)."""
     return {"accel": getattr(args, "accel", None), "mirror": getattr(args, "mirror", None),
+            "tcg_threads": getattr(args, "tcg_threads", None),
             "lock": "strict" if getattr(args, "locked", False) else None}
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..model import Accel, CaptureMode, Flavour, KexecMode, Trigger, values
+from ..settings import TcgThreads
 
 if TYPE_CHECKING:    # the parser is built without loading the guest machinery
     from ..api import GuestConfig
@@ -59,6 +60,10 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--accel", default=None, choices=values(Accel),
                    help="auto tries KVM with a probe boot and falls back to TCG (default: "
                         "KDUMP_HARNESS_ACCEL, else auto)")
+    g.add_argument("--tcg-threads", default=None, choices=values(TcgThreads),
+                   help="TCG: a host thread per vCPU (multi) or one for all (single); auto: "
+                        "single when the running QEMUs' vCPUs and this guest's exceed the "
+                        "host's cores (default: KDUMP_HARNESS_TCG_THREADS, else auto)")
     g.add_argument("--memhp-default-state", default="online_movable",
                    help="how hot-added memory comes online (online, online_movable, offline)")
     g.add_argument("--append", action="append", default=[], metavar="ARG",

@@ -135,9 +135,20 @@ def check_huge_pages(thp_mode: Path = Path("/sys/kernel/mm/transparent_hugepage/
                                  "(KDUMP_HARNESS_HUGE_PAGES=auto|on|off)")
 
 
+def check_tcg_threads() -> Check:
+    """How a TCG guest started now would run its vCPUs (``guest.tcg_threads``)."""
+    from ..guest.config import GuestConfig
+    from ..guest.tcg_threads import qemu_tcg_threads
+
+    vcpus = GuestConfig().cpus
+    choice = qemu_tcg_threads("tcg", vcpus)
+    return Check("cpus", True, f"a {vcpus}-vCPU TCG guest started now: thread={choice.mode} "
+                               f"({choice.reason}; KDUMP_HARNESS_TCG_THREADS=auto|multi|single)")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks = [check_qemu(), check_kvm(args.probe_kvm), check_apt(args.probe), check_disk(),
-              check_tools(), check_huge_pages()]
+              check_tools(), check_huge_pages(), check_tcg_threads()]
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:

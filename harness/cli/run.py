@@ -90,6 +90,8 @@ def print_job(job: JobResult) -> None:
     from ..api import format_drift, format_times
 
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
+    if job.tcg_threads:
+        print(f"TCG threads {job.tcg_threads}")
     for fault in job.boot_faults:
         print(f"note: {fault}")
     if job.lock_drift:

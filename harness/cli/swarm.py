@@ -171,12 +171,19 @@ def _virtio_mem_region(args: argparse.Namespace) -> int | None:
 
 
 def cmd_swarm(args: argparse.Namespace) -> int:
-    from ..api import Guest, SwarmOptions, check_memory_budget, parse_contention, run_swarm
+    from ..api import (
+        Guest,
+        SwarmOptions,
+        check_memory_budget,
+        fit_for_plan,
+        parse_contention,
+        run_swarm,
+    )
 
     if args.swarm_command == "replay":
         return cmd_replay(args)
     plan = plan_from_args(args)
-    config = swarm_guest_config(args)
+    config = fit_for_plan(swarm_guest_config(args), plan)
     check_memory_budget(plan, config)      # refused before the image build, not after a boot
     contention = [parse_contention(c) for c in args.contention]
     options = SwarmOptions(update=args.update, settle_timeout=args.settle_timeout)
@@ -198,14 +205,15 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ..api import Guest, SwarmTranscript, guest_config_from_transcript, replay
+    from ..api import Guest, SwarmTranscript, fit_for_plan, guest_config_from_transcript, replay
 
     transcript = SwarmTranscript.load(args.transcript)
     args.profile = args.profile or transcript.guest.get("profile") or "trixie"
     image = build_image_from_args(args)
     from ..settings import current
 
-    config = guest_config_from_transcript(transcript, accel=current().accel)
+    config = fit_for_plan(guest_config_from_transcript(transcript, accel=current().accel),
+                          transcript.plan)
     out = run_dir(args, "swarm-replay")
     with Guest(image, config, out) as guest:
         rr = replay(guest, transcript, timing=args.timing,

@@ -68,7 +68,8 @@ def wait_booted(guest: Guest) -> None:
 def write_readiness(guest: Guest) -> None:
     """``readiness.json``: what the guest reported once ready, and how it got there."""
     record = {"readiness": guest.readiness.values, "times": guest.times.as_dict(),
-              "accel": asdict(guest.accel), "boot_faults": guest.boot_faults,
+              "accel": asdict(guest.accel), "tcg_threads": asdict(guest.host_fit.tcg_threads),
+              "boot_faults": guest.boot_faults,
               "boot_kernel": str(guest.boot_kernel)}
     if guest.restored_from is not None:
         record |= {"restored_from": str(guest.restored_from),

@@ -82,6 +82,9 @@ class GuestConfig:
     #: Start from a snapshot of this guest taken kdump-ready (``guest.snapshot``): made
     #: once per image, configuration, QEMU version and accelerator, restored in ~0.2 s.
     snapshot: bool = False
+    #: This guest's swarms will unplug vCPUs: TCG stays multi-threaded (QEMU 10.0's
+    #: round-robin TCG aborts on an unplug; ``guest.tcg_threads``).
+    cpu_unplug: bool = False
 
     def __post_init__(self) -> None:
         for name, kind, option in _TYPED:

@@ -35,7 +35,8 @@ from .boot import emulator_fault, wait_booted
 from .config import GuestConfig, GuestState, ImageLike, PhaseTimes, Readiness
 from .console import Console
 from .health import console_health, guest_ended
-from .host_memory import HugePagesChoice, qemu_huge_pages, qemu_preexec
+from .host_fit import HostFit, choose_host_fit
+from .host_memory import qemu_preexec
 from .process import LIVE, kill_process_group, log_tail
 from .qemu_args import MachineSpec, SnapshotRam, kernel_options, qemu_args, render_command
 from .qmp import Qmp
@@ -68,7 +69,7 @@ class Guest:
         self.readiness = Readiness()
         self.accel = accel_mod.AccelChoice("tcg", "not chosen yet")
         self.timeouts = Timeouts.for_accel("tcg")
-        self.huge_pages = HugePagesChoice(True, "not chosen yet")
+        self.host_fit = HostFit.unchosen()
         self.shutdown_kind: str | None = None
         self.kdump_output = ""
         #: One line per boot attempt that an emulator fault ended (see ``launch``).
@@ -79,8 +80,7 @@ class Guest:
         #: snapshot's) and in every observation before a panic (``topology.live``).
         self.restored_from: Path | None = None
         self.clock_offset = 0.0
-        #: A snapshot's machine (made or restored): its RAM file (``snapshot.py``).
-        self.snapshot_ram: SnapshotRam | None = None
+        self.snapshot_ram: SnapshotRam | None = None   # a snapshot machine's RAM file
         self._sockdir: Path | None = None
         self.launched_at = 0.0
         #: Where the console stood when the guest became RUNNING (``check_health`` scans on).
@@ -125,7 +125,7 @@ class Guest:
             accel=self.accel.name, memory=c.memory, memory_slots=c.memory_slots,
             max_memory=c.max_memory, cpus=c.cpus, max_cpus=c.max_cpus, disks=disks,
             firmware=firmware, vmgenid=restorable, extra_args=c.qemu_args,
-            snapshot_ram=self.snapshot_ram,
+            snapshot_ram=self.snapshot_ram, tcg_threads=self.host_fit.thread_mode,
             presession_socket=self.presession_socket if restorable else None,
             debug_log=self.workdir / "qemu-debug.log")
 
@@ -168,7 +168,7 @@ class Guest:
         self.accel = accel_mod.choose_accel(self.config.accel, self.image.kernel_path,
                                             self.cache_dir)
         self.timeouts = Timeouts.for_accel(self.accel.name)
-        self.huge_pages = qemu_huge_pages(self.accel.name)
+        self.host_fit = choose_host_fit(self.accel.name, self.config)
         if self.config.snapshot:
             restore(self, binary)
             self.state = GuestState.RUNNING
@@ -222,7 +222,7 @@ class Guest:
         self._make_disks()
         self.argv = qemu_args(self._spec(key), binary) + list(incoming)
         (self.workdir / "qemu-cmdline.txt").write_text(
-            f"{render_command(self.argv)}\n{self.huge_pages.note()}\n")
+            f"{render_command(self.argv)}\n{self.host_fit.notes()}")
 
         self.qmp = Qmp(self._sockdir / "qmp.sock", transcript=self.workdir / "qmp.jsonl",
                        timeout=self.timeouts.qmp_command, explain_lost=self._why_lost)
@@ -234,7 +234,7 @@ class Guest:
             self.launched_at = time.monotonic()
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=qemu_preexec(self.huge_pages))
+                                          preexec_fn=qemu_preexec(self.host_fit.huge_pages))
         LIVE.add(self)
         self._accept_channels()
         self.ssh_port = self._forwarded_ssh_port()

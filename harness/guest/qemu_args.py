@@ -49,6 +49,7 @@ class MachineSpec:
     disks: tuple[Path, ...] = ()              # raw virtio-blk disks (dump targets)
     firmware: Path | None = None              # e.g. qboot.rom; None = QEMU's default SeaBIOS
     tcg_cpu_hotplug_quirk: bool = True        # see _cpu_args
+    tcg_threads: str = "multi"                # TCG: "multi" or "single" (tcg_threads.py)
     rng: bool = True                          # virtio-rng: the host's entropy
     vmgenid: bool = False                     # a snapshot's guests (see qemu_args)
     snapshot_ram: SnapshotRam | None = None   # a snapshot's machine: RAM in a file
@@ -59,6 +60,8 @@ class MachineSpec:
     def validate(self) -> None:
         if self.accel not in ("tcg", "kvm"):
             raise UsageError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
+        if self.tcg_threads not in ("multi", "single"):
+            raise UsageError(f"TCG threads must be 'multi' or 'single', not {self.tcg_threads!r}")
         if self.memory % (128 * MiB):
             raise UsageError(f"guest memory {size_option(self.memory)} is not a multiple of 128M")
         if self.max_memory < self.memory:
@@ -83,7 +86,7 @@ def _cpu_args(spec: MachineSpec) -> list[str]:
         return ["-accel", "kvm", "-cpu", "host",
                 "-smp", f"{spec.cpus},maxcpus={spec.max_cpus},sockets={spec.max_cpus},"
                         "cores=1,threads=1"]
-    args = ["-accel", "tcg,thread=multi"]
+    args = ["-accel", f"tcg,thread={spec.tcg_threads}"]
     if spec.tcg_cpu_hotplug_quirk:
         # Debian 6.12.107 carries the stable backport of "x86/acpi/boot: Correct
         # acpi_is_processor_usable() check again": disabled MADT entries (QEMU's hot-plug

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 3
 #: GuestConfig fields that do not shape the snapshot (the accelerator is keyed by the one
 #: that actually runs, never ``auto``).
-_PER_RUN = ("snapshot", "boot_retries", "accel")
+_PER_RUN = ("snapshot", "boot_retries", "accel", "cpu_unplug")
 RAM_FILE = "guest.ram"
 STATE_FILE = "state"
 PREAMBLE_FILE = "ssh-preamble"

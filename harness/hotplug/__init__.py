@@ -18,7 +18,7 @@ In pipeline order::
 
 from __future__ import annotations
 
-from .checks import QEMU_SURVIVES_CPU_UNPLUG, check_memory_budget, hotplug_total
+from .checks import QEMU_SURVIVES_CPU_UNPLUG, check_memory_budget, fit_for_plan, hotplug_total
 from .contention import ContentionInjector, ContentionSpec, boot_args_for, parse_contention
 from .devices import virtio_mem_qemu_args
 from .klog import KlogCounts
@@ -71,6 +71,7 @@ __all__ = [
     "build_plan",
     "check_memory_budget",
     "compare_actions",
+    "fit_for_plan",
     "guest_config_from_transcript",
     "hotplug_total",
     "parse_contention",

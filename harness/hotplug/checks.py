@@ -20,10 +20,12 @@ the same swarm verified accurate.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import HotplugNotHonoured, UsageError
 from ..guest.accel import qemu_version
+from ..guest.tcg_threads import UNPLUG_ABORTS
 from ..topology import Topology, observe
 from ..units import DEFAULT_MEMORY_BLOCK, MiB, parse_size, size_option
 from . import devices as hp
@@ -106,6 +108,14 @@ def _round_up(value: int, unit: int) -> int:
 QEMU_SURVIVES_CPU_UNPLUG = (8, 0, 0)
 
 
+def fit_for_plan(config: GuestConfig, plan: SwarmPlan) -> GuestConfig:
+    """``config`` for a guest that will run ``plan``: one that unplugs vCPUs says so, and
+    its TCG stays multi-threaded (``GuestConfig.cpu_unplug``)."""
+    if plan.count(Action.UNPLUG_CPU) and not config.cpu_unplug:
+        return replace(config, cpu_unplug=True)
+    return config
+
+
 def preflight(state: SwarmState) -> None:
     """Refuse or warn about what the running guest cannot do, before the first event."""
     guest, plan, qmp = state.guest, state.plan, state.guest.qmp
@@ -115,6 +125,10 @@ def preflight(state: SwarmState) -> None:
     _check_named_devices(state, hot_added)
     if plan.count(Action.RESIZE_VIRTIO_MEM):
         onlining.ensure_virtio_mem_driver(guest)
+    if plan.count(Action.UNPLUG_CPU) and guest.host_fit.tcg_threads.mode == "single":
+        raise UsageError(f"this swarm unplugs vCPUs, and {UNPLUG_ABORTS}; this guest runs "
+                         f"round-robin ({guest.host_fit.tcg_threads.reason}): boot it with "
+                         "GuestConfig(cpu_unplug=True), or with tcg_threads=multi")
     if plan.count(Action.UNPLUG_CPU) and qemu_version() < QEMU_SURVIVES_CPU_UNPLUG:
         state.result.warnings.append(
             "QEMU older than 8 aborts (\"double free or corruption\") after vCPU unplugs, "

@@ -65,14 +65,13 @@ def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
         return guest_image(profile, kernel=kernel)
 
     process = settings_mod.current()
-    scale = for_item(request.node, "timeout_scale")
+    scoped = {name: for_item(request.node, name) for name in ("timeout_scale", "tcg_threads")}
     scenario = Scenario(request, image, artifact_dir,
                         accel=str(for_item(request.node, "accel").value),
                         mode=str(for_item(request.node, "mode").value),
                         snapshot=bool(for_item(request.node, "snapshot").value))
     try:
-        with settings_mod.configured(settings_mod.Settings({**process.values,
-                                                            "timeout_scale": scale})):
+        with settings_mod.configured(settings_mod.Settings({**process.values, **scoped})):
             yield scenario
     finally:
         scenario.close()
@@ -90,16 +89,16 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     record("evidence", str(artifact_dir))
     # Per test: a kh(...) marker beats the command line, the environment and the ini.
     accel = for_item(request.node, "accel")
-    scale = for_item(request.node, "timeout_scale")
     process = settings_mod.current()
-    scoped = settings_mod.Settings({**process.values, "timeout_scale": scale})
+    scoped = settings_mod.Settings({**process.values, **{
+        name: for_item(request.node, name) for name in ("timeout_scale", "tcg_threads")}})
 
     def make(profile: str = "trixie", flavour: str = "cloud", **config: Any) -> Guest:
         config.setdefault("accel", accel.value)
         workdir = artifact_dir if not guests else artifact_dir / f"guest{len(guests)}"
         guest = Guest(guest_image(profile, flavour), GuestConfig(**config), workdir)
         guests.append(guest)
-        with settings_mod.configured(scoped):     # the guest's deadlines, scaled
+        with settings_mod.configured(scoped):     # its deadlines, scaled; its TCG threads
             guest.launch()
         record_guest(record, guest)
         for fault in guest.boot_faults:

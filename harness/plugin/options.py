@@ -21,9 +21,10 @@ from ..settings import Keep, Setting
 
 #: Settings the plugin offers as --kh-<name> options and kh_<name> ini keys.
 OPTIONS = ("artifacts", "keep", "accel", "profiles", "timeout_scale", "kernel", "modules",
-           "kernel_config", "mode", "snapshot", "cache", "mirror", "lock", "huge_pages")
+           "kernel_config", "mode", "snapshot", "cache", "mirror", "lock", "huge_pages",
+           "tcg_threads")
 #: Settings a test may override with ``@pytest.mark.kh(...)``.
-PER_TEST = ("accel", "timeout_scale", "mode", "snapshot")
+PER_TEST = ("accel", "timeout_scale", "mode", "snapshot", "tcg_threads")
 #: Switches: the bare flag means on (``--kh-snapshot``), ``--kh-snapshot=off`` too.
 SWITCHES = ("snapshot",)
 
