@@ -73,6 +73,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _choice(enum: type[StrEnum]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -153,6 +160,10 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
     SettingSpec("tcg_threads", "KDUMP_HARNESS_TCG_THREADS", _choice(TcgThreads), "auto",
                 "TCG's vCPU threads: auto (multi-threaded while the running QEMUs' vCPUs fit "
                 "the host's cores, else round-robin on one thread), multi, single"),
+    SettingSpec("guests_at_once", "KDUMP_HARNESS_GUESTS_AT_ONCE", _count, "0",
+                "guests the caller runs on this host at once, for tcg_threads=auto between "
+                "their runs (0: not said; pytest-xdist's worker count, else only the QEMUs "
+                "running)"),
     SettingSpec("artifacts", "KDUMP_HARNESS_ARTIFACTS", Path, "artifacts",
                 "directory for per-test evidence"),
     SettingSpec("keep", "KDUMP_HARNESS_KEEP", _choice(Keep), "failed",
@@ -226,6 +237,14 @@ class Settings:
         return TcgThreads(self["tcg_threads"])
 
     @property
+    def guests_at_once(self) -> int:
+        """What the caller said, else pytest-xdist's worker count (each worker runs its own
+        guests), else 0."""
+        said = int(self["guests_at_once"])
+        workers = self._env("PYTEST_XDIST_WORKER_COUNT") or ""
+        return said or (int(workers) if workers.isdigit() else 0)
+
+    @property
     def cache_root(self) -> Path:
         chosen: Path | None = self["cache"]
         if chosen is not None:
@@ -272,6 +291,18 @@ def current() -> Settings:
     if not _CURRENT:
         _CURRENT.append(from_sources())
     return _CURRENT[0]
+
+
+def default_for_process(name: str, value: str) -> None:
+    """Give this process's environment a value for setting ``name`` unless it has one (a
+    worker process of ours, told by its parent; later resolutions see it)."""
+    os.environ.setdefault(SETTINGS[name].env, value)
+
+
+def child_environment(**defaults: str) -> dict[str, str]:
+    """This process's environment for a child process of ours, with a value for each
+    setting in ``defaults`` that the environment does not already give."""
+    return {SETTINGS[name].env: value for name, value in defaults.items()} | dict(os.environ)
 
 
 def configure(settings: Settings) -> None:

@@ -24,7 +24,9 @@ def test_cycles_per_hour_and_the_ceiling_of_the_cores() -> None:
 
 
 def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    def stream(args: list[str], cycles: int, out: Path) -> list[tuple[str, str]]:
+    def stream(args: list[str], cycles: int, out: Path,
+               streams: int = 1) -> list[tuple[str, str]]:
+        assert streams == 2
         for _ in range(cycles):     # a child that burns CPU, as a run's QEMU does
             subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
         return [("accurate", "single")] * cycles
@@ -42,17 +44,21 @@ def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch)
 def test_each_runs_thread_mode_is_read_from_its_verdict(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     outputs = iter([
-        '{"result": "accurate", "tcg_threads": "single: 2 vCPU(s) of other QEMUs ..."}',
-        '{"result": "stale", "tcg_threads": "multi: 0 vCPU(s) of other QEMUs ..."}',
+        '{"result": "accurate", "tcg_threads": "single: 2 vCPU(s) of other guests ..."}',
+        '{"result": "stale", "tcg_threads": "multi: 0 vCPU(s) of other guests ..."}',
         '{"result": "accurate", "tcg_threads": null}',           # KVM
         'Traceback (most recent call last):',                     # a run that broke
     ])
 
-    def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+    def run(argv: list[str], env: dict[str, str],
+            **_: object) -> subprocess.CompletedProcess[str]:
+        # Each run is told how many guests run at once (tcg_threads=auto counts them).
+        assert env["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "2"
         return subprocess.CompletedProcess(argv, 3, stdout=next(outputs), stderr="")
 
+    monkeypatch.delenv("KDUMP_HARNESS_GUESTS_AT_ONCE", raising=False)
     monkeypatch.setattr(bench_snapshot.subprocess, "run", run)
-    runs = bench_snapshot._stream([], 4, tmp_path)
+    runs = bench_snapshot._stream([], 4, tmp_path, streams=2)
     assert runs == [("accurate", "single"), ("stale", "multi"), ("accurate", ""),
                     ("exit 3", "")]
     result = StreamsResult("x", 10.0, tuple(r for r, _ in runs), 8.0, 2,

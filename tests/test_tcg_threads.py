@@ -14,13 +14,14 @@ import pytest
 
 from harness import settings
 from harness.errors import UsageError
-from harness.guest import GuestConfig
+from harness.guest import GuestConfig, tcg_threads
 from harness.guest.host_fit import HostFit, choose_host_fit
 from harness.guest.qemu_args import MachineSpec, qemu_args
 from harness.guest.tcg_threads import (
     TcgThreadsChoice,
     boot_vcpus,
     choose_tcg_threads,
+    expected_vcpus,
     qemu_tcg_threads,
     running_qemu_vcpus,
 )
@@ -39,7 +40,7 @@ def test_auto_goes_round_robin_only_when_the_cores_do_not_fit(
         busy: int, vcpus: int, cores: int, mode: str) -> None:
     choice = choose_tcg_threads(TcgThreads.AUTO, "tcg", vcpus, busy, cores)
     assert choice.mode == mode
-    assert f"{busy} vCPU(s) of other QEMUs + this guest's {vcpus}" in choice.reason
+    assert f"{busy} vCPU(s) of other guests + this guest's {vcpus}" in choice.reason
     assert f"{cores} core(s)" in choice.reason
     assert choice.note() == f"# TCG threads {mode}: {choice.reason}"
 
@@ -152,7 +153,7 @@ def test_the_evidence_says_both_choices_and_why() -> None:
     fit = HostFit(choose_host_fit("tcg", GuestConfig()).huge_pages,
                   choose_tcg_threads(TcgThreads.AUTO, "tcg", 2, 2, 2))
     lines = fit.notes().splitlines()
-    assert lines[0].startswith("# TCG threads single: 2 vCPU(s) of other QEMUs")
+    assert lines[0].startswith("# TCG threads single: 2 vCPU(s) of other guests")
     assert lines[1].startswith("# transparent huge pages off")
     kvm = choose_host_fit("kvm", GuestConfig())
     assert [line.split(":")[0] for line in kvm.notes().splitlines()] == [
@@ -179,3 +180,59 @@ def test_a_plan_that_unplugs_vcpus_marks_its_guest() -> None:
     assert fit_for_plan(plain, build_plan(SwarmSpec(cpus=2))) is plain
     fitted = fit_for_plan(plain, build_plan(SwarmSpec(cpus=2, unplug_cpus=1)))
     assert fitted.cpu_unplug and fitted.cpus == plain.cpus
+
+
+@pytest.mark.parametrize(("running", "at_once", "vcpus", "expected"), [
+    (0, 0, 2, 0),        # nothing said, nothing running: a guest alone
+    (0, 2, 2, 2),        # two streams, the other between two of its runs
+    (4, 2, 2, 4),        # more running than said: what runs counts
+    (0, 1, 2, 0),        # one at a time
+])
+def test_the_other_guests_to_expect(running: int, at_once: int, vcpus: int,
+                                    expected: int) -> None:
+    assert expected_vcpus(running, at_once, vcpus) == expected
+
+
+def test_guests_at_once_is_said_or_taken_from_xdist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KDUMP_HARNESS_GUESTS_AT_ONCE", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    with settings.configured() as s:
+        assert s.guests_at_once == 0
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    with settings.configured() as s:
+        assert s.guests_at_once == 2
+    monkeypatch.setenv("KDUMP_HARNESS_GUESTS_AT_ONCE", "3")
+    with settings.configured() as s:
+        assert s.guests_at_once == 3
+    monkeypatch.setenv("KDUMP_HARNESS_GUESTS_AT_ONCE", "-1")
+    with pytest.raises(UsageError, match="KDUMP_HARNESS_GUESTS_AT_ONCE='-1': must be 0"):
+        settings.configured().__enter__()
+
+
+def test_guests_said_to_run_at_once_count_between_their_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tcg_threads, "running_qemu_vcpus", lambda: 0)
+    monkeypatch.setattr(tcg_threads, "host_cores", lambda: 2)
+    monkeypatch.delenv("KDUMP_HARNESS_TCG_THREADS", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    monkeypatch.setenv("KDUMP_HARNESS_GUESTS_AT_ONCE", "2")
+    with settings.configured():
+        choice = qemu_tcg_threads("tcg", 2)
+    assert (choice.mode, choice.reason.split(" (")[0]) == (
+        "single", "2 vCPU(s) of other guests + this guest's 2 exceed 2 core(s)")
+    monkeypatch.setenv("KDUMP_HARNESS_GUESTS_AT_ONCE", "1")
+    with settings.configured():
+        assert qemu_tcg_threads("tcg", 2).mode == "multi"
+
+
+def test_a_worker_is_told_unless_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setenv first: monkeypatch then restores the variable's absence after the test.
+    monkeypatch.setenv("KDUMP_HARNESS_GUESTS_AT_ONCE", "0")
+    monkeypatch.delenv("KDUMP_HARNESS_GUESTS_AT_ONCE")
+    settings.default_for_process("guests_at_once", "4")
+    assert os.environ["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "4"
+    settings.default_for_process("guests_at_once", "2")
+    assert os.environ["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "4"
+    assert settings.child_environment(guests_at_once="9")["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "4"
+    monkeypatch.delenv("KDUMP_HARNESS_GUESTS_AT_ONCE")
+    assert settings.child_environment(guests_at_once="9")["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "9"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..guest import Guest, GuestConfig
+from ..settings import child_environment
 from .stats import Summary, summarize
 
 
@@ -96,15 +97,18 @@ class StreamsResult:
                 + threads)
 
 
-def _stream(args: list[str], cycles: int, out: Path) -> list[tuple[str, str]]:
+def _stream(args: list[str], cycles: int, out: Path, streams: int = 1
+            ) -> list[tuple[str, str]]:
     """One stream: ``kdump-harness run`` ``cycles`` times in a row, each its own process:
-    each one's result and TCG thread mode.  The evidence of a run that was not verified
-    stays in ``out``."""
+    each one's result and TCG thread mode.  Each run is told how many guests run at once
+    (``guests_at_once``), unless the environment already says.  The evidence of a run that
+    was not verified stays in ``out``."""
+    env = child_environment(guests_at_once=str(streams))
     results = []
     for i in range(cycles):
         argv = [sys.executable, "-m", "harness", "run", "--json", "--out", str(out / str(i)),
                 *args]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
         try:
             verdict = json.loads(done.stdout)
             threads = str(verdict.get("tcg_threads") or "")
@@ -125,7 +129,7 @@ def bench_streams(label: str, args: list[str], cycles: int, streams: int,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with ThreadPoolExecutor(streams) as pool:
-        futures = [pool.submit(_stream, args, cycles, out / f"stream{s}")
+        futures = [pool.submit(_stream, args, cycles, out / f"stream{s}", streams)
                    for s in range(streams)]
         runs = [run for f in futures for run in f.result()]
     seconds = time.monotonic() - started

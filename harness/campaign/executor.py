@@ -76,11 +76,14 @@ class CampaignOutcome:
         return 0
 
 
-def _worker_main(tasks: Any, results: Any, index: int, where: Where) -> None:
+def _worker_main(tasks: Any, results: Any, index: int, where: Where, jobs: int = 1) -> None:
+    from .. import settings
     from .audit_loop import AuditGuests, run_audit
     from .iteration import run_crash
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles ^C
+    # Every worker runs its own guests: TCG threads (tcg_threads=auto) count the others'.
+    settings.default_for_process("guests_at_once", str(jobs))
     guests = AuditGuests(where)
     try:
         while (item := tasks.get()) is not None:
@@ -112,12 +115,13 @@ class _Pool:
         self.ctx = multiprocessing.get_context("spawn")
         self.results: Any = self.ctx.Queue()
         self.where = where
+        self.jobs = jobs
         self.slots = [self._start(i) for i in range(jobs)]
 
     def _start(self, index: int) -> _Slot:
         tasks: Any = self.ctx.Queue()
         proc = self.ctx.Process(target=_worker_main, name=f"kh-worker-{index}", daemon=True,
-                                args=(tasks, self.results, index, self.where))
+                                args=(tasks, self.results, index, self.where, self.jobs))
         proc.start()
         return _Slot(proc, tasks)
 

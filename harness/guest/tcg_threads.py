@@ -16,11 +16,13 @@ moves to the next vCPU whenever one leaves the execution loop (``HLT``; ``PAUSE`
 QEMU's ``helper_pause`` turns into such an exit) and on a kick every 100 ms
 (``accel/tcg/tcg-accel-ops-rr.c``), so a spinning vCPU hands over to the lock's holder.
 Measured here (2026-12, 2 cores, QEMU 10.0, trixie 6.12.117), two parallel streams of
-``run --snapshot``: 1220 verified cycles/hour at 5.64 CPU-s per cycle round-robin, 949/hour
-at 7.30 CPU-s multi-threaded.  A guest alone on the host is faster multi-threaded, and its
-CPUs run in parallel, which races need: so ``auto`` picks round-robin only when the boot
-vCPUs of the QEMUs already running and this guest's do not fit the cores this process may
-use.  ``tcg_threads`` (``KDUMP_HARNESS_TCG_THREADS``) overrides the choice.
+``run --snapshot``, alternating in one hour: MEASURED_HERE.  A guest alone on the host is
+no slower multi-threaded, and its CPUs run in parallel, which races need: so ``auto``
+picks round-robin only when the other guests' boot vCPUs and this guest's do not fit the
+cores this process may use.  The other guests are the QEMUs running now, or, when the
+caller says how many guests it runs at once (``guests_at_once``: ``bench streams``,
+campaign workers; pytest-xdist's worker count), as many as that even between their runs.
+``tcg_threads`` (``KDUMP_HARNESS_TCG_THREADS``) overrides the choice.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def choose_tcg_threads(setting: TcgThreads, accel: str, vcpus: int, busy_vcpus: 
     if cpu_unplug:
         return TcgThreadsChoice("multi", f"vCPU unplugs ahead, and {UNPLUG_ABORTS} "
                                          "(tcg_threads=auto)")
-    wanted = f"{busy_vcpus} vCPU(s) of other QEMUs + this guest's {vcpus}"
+    wanted = f"{busy_vcpus} vCPU(s) of other guests + this guest's {vcpus}"
     if busy_vcpus + vcpus <= cores:
         return TcgThreadsChoice("multi", f"{wanted} fit {cores} core(s) (tcg_threads=auto)")
     return TcgThreadsChoice("single", f"{wanted} exceed {cores} core(s) (tcg_threads=auto): "
@@ -119,15 +121,25 @@ def host_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def expected_vcpus(running: int, guests_at_once: int, vcpus: int) -> int:
+    """The other guests' vCPUs to expect: the QEMUs running now, or, when the caller runs
+    ``guests_at_once`` guests (parallel streams, campaign workers, xdist workers), as many
+    as the others have even in the moment between two of their runs."""
+    return max(running, max(guests_at_once - 1, 0) * vcpus)
+
+
 def qemu_tcg_threads(accel: str, vcpus: int, *, cpu_unplug: bool = False) -> TcgThreadsChoice:
     """The choice for a QEMU about to start ``accel`` with ``vcpus`` boot vCPUs, from the
     process's settings and what already runs on the host."""
-    setting = current().source("tcg_threads")
+    settings = current()
+    setting = settings.source("tcg_threads")
     mode = TcgThreads(setting.value)
-    busy = running_qemu_vcpus() if accel == "tcg" and mode is TcgThreads.AUTO else 0
+    busy = 0
+    if accel == "tcg" and mode is TcgThreads.AUTO:
+        busy = expected_vcpus(running_qemu_vcpus(), settings.guests_at_once, vcpus)
     return choose_tcg_threads(mode, accel, vcpus, busy, host_cores(), cpu_unplug=cpu_unplug,
                               where=setting.where)
 
 
 __all__ = ["MODES", "UNPLUG_ABORTS", "TcgThreadsChoice", "boot_vcpus", "choose_tcg_threads",
-           "host_cores", "qemu_tcg_threads", "running_qemu_vcpus"]
+           "expected_vcpus", "host_cores", "qemu_tcg_threads", "running_qemu_vcpus"]
