@@ -16,10 +16,12 @@ moves to the next vCPU whenever one leaves the execution loop (``HLT``; ``PAUSE`
 QEMU's ``helper_pause`` turns into such an exit) and on a kick every 100 ms
 (``accel/tcg/tcg-accel-ops-rr.c``), so a spinning vCPU hands over to the lock's holder.
 Measured here (2026-12, 2 cores, QEMU 10.0, trixie 6.12.117), two parallel streams of
-``run --snapshot``, alternating in one hour: MEASURED_HERE.  A guest alone on the host is
-no slower multi-threaded, and its CPUs run in parallel, which races need: so ``auto``
-picks round-robin only when the other guests' boot vCPUs and this guest's do not fit the
-cores this process may use.  The other guests are the QEMUs running now, or, when the
+``run --snapshot``, 12 cycles each, six pairs alternating over an hour: round-robin won
+five, 832 against 724 cycles/hour (medians; 8.32 against 9.63 CPU-s per cycle).  A guest
+alone on the host is faster multi-threaded (panic to capture 4.4-4.6 s against 5.1-5.3 s,
+2 x 3 runs each), and its CPUs run in parallel, which races need: so ``auto`` picks
+round-robin only when the other guests' boot vCPUs and this guest's do not fit the cores
+this process may use.  The other guests are the QEMUs running now, or, when the
 caller says how many guests it runs at once (``guests_at_once``: ``bench streams``,
 campaign workers; pytest-xdist's worker count), as many as that even between their runs.
 ``tcg_threads`` (``KDUMP_HARNESS_TCG_THREADS``) overrides the choice.
