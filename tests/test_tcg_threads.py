@@ -9,10 +9,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness import settings
+from harness.campaign.audit_loop import AuditGuests
+from harness.campaign.iteration import Where
 from harness.errors import UsageError
 from harness.guest import GuestConfig, tcg_threads
 from harness.guest.host_fit import HostFit, choose_host_fit
@@ -236,3 +239,16 @@ def test_a_worker_is_told_unless_the_environment_says(monkeypatch: pytest.Monkey
     assert settings.child_environment(guests_at_once="9")["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "4"
     monkeypatch.delenv("KDUMP_HARNESS_GUESTS_AT_ONCE")
     assert settings.child_environment(guests_at_once="9")["KDUMP_HARNESS_GUESTS_AT_ONCE"] == "9"
+
+
+@pytest.mark.parametrize(("mode", "fits"), [("multi", True), ("single", False)])
+def test_an_audit_worker_boots_a_new_guest_for_an_unplug_on_a_round_robin_one(
+        tmp_path: Path, mode: str, fits: bool) -> None:
+    guests = AuditGuests(Where("c", tmp_path))
+    guests.guest = SimpleNamespace(  # type: ignore[assignment]
+        accel=SimpleNamespace(name="tcg"),
+        host_fit=HostFit(choose_host_fit("tcg", GuestConfig()).huge_pages,
+                         TcgThreadsChoice(mode, "test")))
+    plan = build_plan(SwarmSpec(cpus=2, unplug_cpus=1))
+    assert guests.fits(plan, GuestConfig()) is fits
+    assert guests.fits(build_plan(SwarmSpec(cpus=2)), GuestConfig())

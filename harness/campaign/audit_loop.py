@@ -51,12 +51,14 @@ class AuditGuests:
             plan: SwarmPlan) -> Guest:
         """The worker's guest for ``task``: the one it has when ``plan`` still fits on it,
         else a fresh one (another recipe, a dead QEMU, no room left)."""
+        from ..hotplug import fit_for_plan
+
         if (self.guest is not None and self.recipe == task.recipe.name and self.guest.alive()
                 and self.fits(plan, config)):
             self.fresh = False
         else:
             self.close()
-            self.guest = self._boot(task, ns, config)
+            self.guest = self._boot(task, ns, fit_for_plan(config, plan))
             self.recipe, self.history, self.fresh = task.recipe.name, [], True
         self.history += plan.events
         return self.guest
@@ -75,6 +77,8 @@ class AuditGuests:
         # QEMU 10.0 under TCG never gives a vCPU thread's TCG context back on unplug; a
         # plug past maxcpus threads aborts it (tcg_register_thread: n < tcg_max_ctxs).
         assert self.guest is not None
+        if both.count(Action.UNPLUG_CPU) and self.guest.host_fit.tcg_threads.mode == "single":
+            return False    # round-robin TCG cannot unplug (guest.tcg_threads): a new guest
         threads = config.cpus + plugs if self.guest.accel.name == "tcg" else present
         return max(present, threads) <= config.max_cpus
 

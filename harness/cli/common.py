@@ -62,7 +62,7 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
                         "KDUMP_HARNESS_ACCEL, else auto)")
     g.add_argument("--tcg-threads", default=None, choices=values(TcgThreads),
                    help="TCG: a host thread per vCPU (multi) or one for all (single); auto: "
-                        "single when the running QEMUs' vCPUs and this guest's exceed the "
+                        "single when the other guests' vCPUs and this guest's exceed the "
                         "host's cores (default: KDUMP_HARNESS_TCG_THREADS, else auto)")
     g.add_argument("--memhp-default-state", default="online_movable",
                    help="how hot-added memory comes online (online, online_movable, offline)")
