@@ -69,7 +69,7 @@ UNPLUG_ABORTS = ("QEMU 10.0's round-robin TCG aborts when a vCPU is unplugged "
 def choose_tcg_threads(setting: TcgThreads, accel: str, vcpus: int, busy_vcpus: int,
                        cores: int, *, cpu_unplug: bool = False,
                        where: str = "tcg_threads") -> TcgThreadsChoice:
-    """``auto``: multi-threaded while ``busy_vcpus`` (other QEMUs') plus this guest's
+    """``auto``: multi-threaded while ``busy_vcpus`` (other guests') plus this guest's
     ``vcpus`` fit ``cores``, or when the guest will unplug vCPUs; round-robin otherwise.
     Round-robin asked for (``where`` says how) with ``cpu_unplug`` is refused."""
     if accel != "tcg":
