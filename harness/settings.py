@@ -53,7 +53,7 @@ class HugePages(StrEnum):
 class TcgThreads(StrEnum):
     """One host thread per vCPU or one for all of a guest's vCPUs (``guest.tcg_threads``)."""
 
-    AUTO = "auto"            # multi while the host's cores fit every running vCPU
+    AUTO = "auto"            # multi while the host's cores fit the guests' vCPUs
     MULTI = "multi"
     SINGLE = "single"
 
@@ -158,8 +158,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in (
                 "transparent huge pages for QEMU: auto (off under TCG, where a fresh huge "
                 "page is slow on VM hosts that report free memory; on under KVM), on, off"),
     SettingSpec("tcg_threads", "KDUMP_HARNESS_TCG_THREADS", _choice(TcgThreads), "auto",
-                "TCG's vCPU threads: auto (multi-threaded while the running QEMUs' vCPUs fit "
-                "the host's cores, else round-robin on one thread), multi, single"),
+                "TCG's vCPU threads: auto (multi-threaded while the other guests' vCPUs and "
+                "this one's fit the host's cores, else round-robin on one thread), multi, "
+                "single"),
     SettingSpec("guests_at_once", "KDUMP_HARNESS_GUESTS_AT_ONCE", _count, "0",
                 "guests the caller runs on this host at once, for tcg_threads=auto between "
                 "their runs (0: not said; pytest-xdist's worker count, else only the QEMUs "
