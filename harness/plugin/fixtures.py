@@ -54,6 +54,17 @@ def guest_image() -> Callable[..., Any]:
     return get
 
 
+#: Per-test settings that lower layers read from the process's settings while a test's
+#: guests start (the rest reach them through ``GuestConfig``).
+_PROCESS_WIDE_PER_TEST = ("timeout_scale", "tcg_threads")
+
+
+def _test_settings(request: pytest.FixtureRequest) -> settings_mod.Settings:
+    """The process's settings with this test's own values (a ``kh`` marker first)."""
+    return settings_mod.Settings({**settings_mod.current().values, **{
+        name: for_item(request.node, name) for name in _PROCESS_WIDE_PER_TEST}})
+
+
 @pytest.fixture
 def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
           artifact_dir: Path) -> Iterator[Scenario]:
@@ -64,14 +75,12 @@ def kdump(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     def image(profile: str, kernel: OwnKernel | Path | None = None) -> Any:
         return guest_image(profile, kernel=kernel)
 
-    process = settings_mod.current()
-    scoped = {name: for_item(request.node, name) for name in ("timeout_scale", "tcg_threads")}
     scenario = Scenario(request, image, artifact_dir,
                         accel=str(for_item(request.node, "accel").value),
                         mode=str(for_item(request.node, "mode").value),
                         snapshot=bool(for_item(request.node, "snapshot").value))
     try:
-        with settings_mod.configured(settings_mod.Settings({**process.values, **scoped})):
+        with settings_mod.configured(_test_settings(request)):
             yield scenario
     finally:
         scenario.close()
@@ -89,9 +98,7 @@ def make_guest(request: pytest.FixtureRequest, guest_image: Callable[..., Any],
     record("evidence", str(artifact_dir))
     # Per test: a kh(...) marker beats the command line, the environment and the ini.
     accel = for_item(request.node, "accel")
-    process = settings_mod.current()
-    scoped = settings_mod.Settings({**process.values, **{
-        name: for_item(request.node, name) for name in ("timeout_scale", "tcg_threads")}})
+    scoped = _test_settings(request)
 
     def make(profile: str = "trixie", flavour: str = "cloud", **config: Any) -> Guest:
         config.setdefault("accel", accel.value)
