@@ -6,7 +6,6 @@ come from the issues and are shown next to each number.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,49 +14,52 @@ from typing import Any
 from ..crash import panic_and_capture
 from ..guest import Guest, GuestConfig
 from .capture_phases import CapturePhases, capture_phases
+from .run_evidence import BenchEvidence
 from .stats import Summary, summarize
 
 
 def bench_boot(image: Any, runs: int, config: GuestConfig,
-               report: Callable[[str], None]) -> list[Summary]:
+               report: Callable[[str], None], keep: Path | None = None) -> list[Summary]:
     """Boot to userspace, kdump load (in the guest), boot to kdump-ready."""
     userspace, ssh, load, ready = [], [], [], []
-    for i in range(runs):
-        with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
-              Guest(image, config, Path(tmp)) as g):
-            t = g.times
-            userspace.append(t.userspace)
-            ssh.append(t.ssh_ready)
-            load.append(t.guest_kdump_load)
-            ready.append(t.kdump_ready)
-            report(f"  run {i + 1}: userspace {t.userspace:.2f} s, kdump-ready "
-                   f"{t.kdump_ready:.2f} s ({g.accel.name})")
+    with BenchEvidence("boot", report, keep) as evidence:
+        for i in range(1, runs + 1):
+            with evidence.run(i) as run, Guest(image, config, run.workdir) as g:
+                t = g.times
+                run.value = t.kdump_ready
+                userspace.append(t.userspace)
+                ssh.append(t.ssh_ready)
+                load.append(t.guest_kdump_load)
+                ready.append(t.kdump_ready)
+                report(f"  run {i}: userspace {t.userspace:.2f} s, kdump-ready "
+                       f"{t.kdump_ready:.2f} s ({g.accel.name})")
     return [summarize("boot to userspace", userspace), summarize("boot to SSH", ssh),
             summarize("kdump load (in guest)", load),
             summarize("boot to kdump-ready", ready)]
 
 
 def bench_crash(image: Any, runs: int, config: GuestConfig, trigger: str,
-                report: Callable[[str], None]) -> list[Summary]:
+                report: Callable[[str], None], keep: Path | None = None) -> list[Summary]:
     """Panic to capture-kernel userspace (and its phases), dump written, collected."""
     to_capture, written, collected, total = [], [], [], []
     phases: list[CapturePhases] = []
-    for i in range(runs):
-        with (tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp,
-              Guest(image, config, Path(tmp)) as g):
-            started = time.monotonic()
-            r = panic_and_capture(g, trigger=trigger, out=Path(tmp))
-            if not r.captured:
-                report(f"  run {i + 1}: {r.outcome.value}: {r.reason}")
-                continue
-            to_capture.append(r.times.capture_userspace)
-            written.append(r.times.dump_written)
-            collected.append(r.times.collected)
-            total.append(time.monotonic() - started)
-            phases.append(_phases(Path(tmp), r.files.get("capture_dmesg")))
-            report(f"  run {i + 1}: panic->capture {r.times.capture_userspace:.2f} s "
-                   f"({_fmt_phases(phases[-1])}), written {r.times.dump_written:.2f} s, "
-                   f"collected {r.times.collected:.2f} s")
+    with BenchEvidence("crash", report, keep) as evidence:
+        for i in range(1, runs + 1):
+            with evidence.run(i) as run, Guest(image, config, run.workdir) as g:
+                started = time.monotonic()
+                r = panic_and_capture(g, trigger=trigger, out=run.workdir)
+                if not r.captured:
+                    report(f"  run {i}: {r.outcome.value}: {r.reason}")
+                    continue
+                run.value = r.times.capture_userspace
+                to_capture.append(r.times.capture_userspace)
+                written.append(r.times.dump_written)
+                collected.append(r.times.collected)
+                total.append(time.monotonic() - started)
+                phases.append(_phases(run.workdir, r.files.get("capture_dmesg")))
+                report(f"  run {i}: panic->capture {r.times.capture_userspace:.2f} s "
+                       f"({_fmt_phases(phases[-1])}), written {r.times.dump_written:.2f} s, "
+                       f"collected {r.times.collected:.2f} s")
     mode = config.capture_mode
     return [summarize("panic to capture userspace", to_capture),
             summarize("  panic to capture kernel", [p.to_kernel for p in phases]),

@@ -27,24 +27,27 @@ from typing import Any
 
 from ..guest import Guest, GuestConfig
 from ..settings import child_environment
+from .run_evidence import BenchEvidence
 from .stats import Summary, summarize
 
 
 def bench_restore(image: Any, runs: int, config: GuestConfig,
-                  report: Callable[[str], None]) -> list[Summary]:
+                  report: Callable[[str], None], keep: Path | None = None) -> list[Summary]:
     """Restore ``runs`` guests from one snapshot (made first, not timed)."""
     config = replace(config, snapshot=True)
-    with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-        with Guest(image, config, Path(tmp) / "warm-up") as g:
+    restore, ssh, ready = [], [], []
+    with BenchEvidence("restore", report, keep) as evidence:
+        with Guest(image, config, evidence.root / "warm-up") as g:
             report(f"  snapshot {g.restored_from}")
-        restore, ssh, ready = [], [], []
-        for i in range(runs):
-            with Guest(image, config, Path(tmp) / f"run{i}") as g:
+        shutil.rmtree(evidence.root / "warm-up", ignore_errors=True)
+        for i in range(1, runs + 1):
+            with evidence.run(i) as run, Guest(image, config, run.workdir) as g:
                 t = g.times
+                run.value = t.kdump_ready
                 restore.append(t.restore)
                 ssh.append(t.ssh_ready)
                 ready.append(t.kdump_ready)
-                report(f"  run {i + 1}: running {t.restore:.3f} s, kdump-ready "
+                report(f"  run {i}: running {t.restore:.3f} s, kdump-ready "
                        f"{t.kdump_ready:.3f} s, guest clock {g.clock_offset:+.1f} s behind")
     return [summarize("restore: QEMU start to running", restore),
             summarize("restore: to SSH", ssh),

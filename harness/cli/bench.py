@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="'run' and 'crash': guests restored from a snapshot")
     p.add_argument("--streams", type=int, default=2,
                    help="'streams': parallel streams (each runs --runs cycles)")
+    p.add_argument("--keep", type=Path, metavar="DIR",
+                   help="boot, crash, run, restore: keep every run's evidence in DIR (by "
+                        "default only a run that failed or took 1.5x the median or more "
+                        "keeps it, in a temporary directory the report names)")
     p.add_argument("--extra", default="", metavar="'OPTIONS'",
                    help="options passed on to the images/vmcore/swarm benchmarks, quoted")
     p.set_defaults(func=cmd_bench)
@@ -63,6 +67,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_streams(args)
     from ..api import GuestConfig, build_image
     from ..bench.guest import bench_boot, bench_crash
+    from ..bench.host_load import yardstick_line
     from ..bench.snapshot import bench_restore
     from ..units import parse_size
 
@@ -74,22 +79,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     print(f"bench {args.what}: {image.profile} {image.kernel_release}, {args.runs} runs, "
           f"{args.memory} guest", flush=True)
+    print(yardstick_line(), flush=True)
+    keep = args.keep
     if args.what == "boot":
-        rows = bench_boot(image, args.runs, GuestConfig(memory=memory), report)
+        rows = bench_boot(image, args.runs, GuestConfig(memory=memory), report, keep)
         targets = {"boot to kdump-ready": 4.5}
     elif args.what == "restore":
-        rows = bench_restore(image, args.runs, GuestConfig(memory=memory), report)
+        rows = bench_restore(image, args.runs, GuestConfig(memory=memory), report, keep)
         targets = {"restore to kdump-ready": 0.3}
     elif args.what == "crash":
         config = GuestConfig(memory=memory, capture_mode=args.mode, snapshot=args.snapshot)
-        rows = bench_crash(image, args.runs, config, args.trigger, report)
+        rows = bench_crash(image, args.runs, config, args.trigger, report, keep)
         targets = {"panic to capture userspace": 3.0, "dump written (headers)": 1.0,
                    "dump written (elf)": 15.0}
     elif args.what == "audit":
         rows = _bench_audit(image, args.runs, report)
         targets = {"live audit round trip": 0.3}
     else:
-        rows = _bench_run(image, args.runs, report, snapshot=args.snapshot)
+        rows = _bench_run(image, args.runs, report, snapshot=args.snapshot, keep=keep)
         targets = {"run: boot to verdict": 6.0 if args.snapshot else 15.0}
     for row in rows:
         print(row.line(target=targets.get(row.name)))
@@ -115,6 +122,7 @@ def _bench_audit(image: ImageLike, runs: int,
 
 def _bench_streams(args: argparse.Namespace) -> int:
     """Cold streams, then restored ones (after one untimed run makes the snapshot)."""
+    from ..bench.host_load import yardstick_line
     from ..bench.snapshot import bench_streams
 
     def report(line: str) -> None:
@@ -123,6 +131,7 @@ def _bench_streams(args: argparse.Namespace) -> int:
     profile = ["--profile", args.profile]
     print(f"bench streams: {args.streams} parallel streams of {args.runs} `run` each, "
           f"{args.profile}", flush=True)
+    print(yardstick_line(), flush=True)
     cold = bench_streams("cold run", profile, args.runs, args.streams, report)
     bench_streams("(making the snapshot)", [*profile, "--snapshot"], 1, 1, report)
     warm = bench_streams("run --snapshot", [*profile, "--snapshot"], args.runs,
@@ -135,8 +144,9 @@ def _bench_streams(args: argparse.Namespace) -> int:
 
 
 def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None], *,
-               snapshot: bool = False) -> list[Summary]:
+               snapshot: bool = False, keep: Path | None = None) -> list[Summary]:
     from ..api import GuestConfig, JobSpec, SwarmSpec, build_plan, run_job
+    from ..bench.run_evidence import BenchEvidence
     from ..bench.stats import summarize
 
     totals: list[float] = []
@@ -145,13 +155,16 @@ def _bench_run(image: ImageLike, runs: int, report: Callable[[str], None], *,
     if snapshot:    # made once, untimed: the runs measure restores
         with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
             run_job(image, GuestConfig(snapshot=True), spec, Path(tmp))
-    for i in range(runs):
-        with tempfile.TemporaryDirectory(prefix="kh-bench-") as tmp:
-            started = time.monotonic()
-            job = run_job(image, GuestConfig(snapshot=snapshot), spec, Path(tmp))
-            totals.append(time.monotonic() - started)
-            for k, v in job.times.items():
-                phases.setdefault(k, []).append(v)
-            report(f"  run {i + 1}: {job.result} in {totals[-1]:.2f} s")
+    with BenchEvidence("run", report, keep) as evidence:
+        for i in range(1, runs + 1):
+            with evidence.run(i) as run:
+                started = time.monotonic()
+                job = run_job(image, GuestConfig(snapshot=snapshot), spec, run.workdir)
+                totals.append(time.monotonic() - started)
+                if job.result in ("accurate", "stale"):
+                    run.value = totals[-1]
+                for k, v in job.times.items():
+                    phases.setdefault(k, []).append(v)
+                report(f"  run {i}: {job.result} in {totals[-1]:.2f} s")
     return [summarize("run: boot to verdict", totals)] + [
         summarize(f"  {k}", v) for k, v in phases.items() if k != "total"]
