@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .crash import CaptureResult, check_trigger, panic_and_capture
 from .errors import DumpUnreadable, EvidenceError, HarnessError, UsageError, VmcoreFormatError
 from .guest import Guest, GuestConfig, GuestState
+from .guest.tcg_threads import TcgThreadsChoice
 from .hotplug import (
     ContentionSpec,
     SwarmOptions,
@@ -80,8 +81,8 @@ class JobResult:
     times: dict[str, float | None] = field(default_factory=dict)
     run_dir: Path | None = None
     accel: str = ""
-    #: Under TCG: "multi" or "single" (``guest.tcg_threads``), and why.
-    tcg_threads: str | None = None
+    #: Under TCG: "multi" or "single" (``guest.tcg_threads``), and why; None under KVM.
+    tcg_threads: TcgThreadsChoice | None = None
     kernel_release: str = ""
     #: package -> (locked, used) when the image could not follow the lock file.
     lock_drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -103,7 +104,8 @@ class JobResult:
         return {
             "result": self.result.value, "expected": self.expected.value,
             "family": self.result.family.value, "passed": self.passed,
-            "reason": self.reason, "accel": self.accel, "tcg_threads": self.tcg_threads,
+            "reason": self.reason, "accel": self.accel,
+            "tcg_threads": asdict(self.tcg_threads) if self.tcg_threads else None,
             "kernel_release": self.kernel_release,
             "lock_drift": {n: list(v) for n, v in self.lock_drift.items()},
             "boot_faults": self.boot_faults, "snapshot": self.snapshot,
@@ -157,7 +159,7 @@ def _boot_facts(job: JobResult, guest: Guest) -> None:
     job.accel = guest.accel.name if guest.state is not GuestState.NEW else ""
     threads = guest.host_fit.tcg_threads
     if job.accel == "tcg" and threads.mode is not None:
-        job.tcg_threads = f"{threads.mode}: {threads.reason}"
+        job.tcg_threads = threads
     job.boot_faults = list(guest.boot_faults)
     job.times.update(boot_to_userspace=guest.times.userspace,
                      kdump_load=guest.times.guest_kdump_load, restore=guest.times.restore,

@@ -57,7 +57,7 @@ def test_run_on_round_robin_tcg_is_accurate(request, artifact_dir: Path, capsys,
     out = capsys.readouterr().out
     assert status == 0, out
     assert verdict["result"] == "accurate" and verdict["passed"]
-    assert verdict["tcg_threads"] == "single: tcg_threads=single"
+    assert verdict["tcg_threads"] == {"mode": "single", "reason": "tcg_threads=single"}
     assert "TCG threads single: tcg_threads=single" in out
     assert "-accel tcg,thread=single " in (artifact_dir / "qemu-cmdline.txt").read_text()
     assert sum(f["code"] == "dimm-present" for f in verdict["verify"]["findings"]) >= 8

@@ -44,8 +44,8 @@ def test_the_cpu_of_each_run_process_is_counted(monkeypatch: pytest.MonkeyPatch)
 def test_each_runs_thread_mode_is_read_from_its_verdict(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     outputs = iter([
-        '{"result": "accurate", "tcg_threads": "single: 2 vCPU(s) of other guests ..."}',
-        '{"result": "stale", "tcg_threads": "multi: 0 vCPU(s) of other guests ..."}',
+        '{"result": "accurate", "tcg_threads": {"mode": "single", "reason": "2 vCPU(s) ..."}}',
+        '{"result": "stale", "tcg_threads": {"mode": "multi", "reason": "0 vCPU(s) ..."}}',
         '{"result": "accurate", "tcg_threads": null}',           # KVM
         'Traceback (most recent call last):',                     # a run that broke
     ])

@@ -1,4 +1,5 @@
-"""The job's pre-panic topology pair: a settled swarm's own final pair, else a fresh one."""
+"""The job: its pre-panic topology pair (a settled swarm's own final pair, else a fresh one),
+and what verdict.json says of the TCG threads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from fake_machine import guest
 
+from harness.guest.tcg_threads import TcgThreadsChoice
 from harness.hotplug import SwarmSpec, build_plan
 from harness.job import JobResult, JobSpec, _swarm_and_snapshot
 from harness.results import Result
@@ -61,3 +63,12 @@ def test_no_swarm_is_looked_at(tmp_path: Path) -> None:
     job = _job(tmp_path)
     _swarm_and_snapshot(g, JobSpec(plan=build_plan(SwarmSpec())), tmp_path, job)
     assert job.swarm is None and len(observations) == 1
+
+
+def test_verdict_json_gives_the_tcg_thread_mode_and_why_as_readiness_json_does(
+        tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    assert job.to_json_dict()["tcg_threads"] is None       # KVM, or the guest never started
+    job.tcg_threads = TcgThreadsChoice("single", "tcg_threads=single")
+    assert job.to_json_dict()["tcg_threads"] == {"mode": "single",
+                                                 "reason": "tcg_threads=single"}

@@ -114,8 +114,8 @@ def _stream(args: list[str], cycles: int, out: Path, streams: int = 1
         done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
         try:
             verdict = json.loads(done.stdout)
-            threads = str(verdict.get("tcg_threads") or "")
-            results.append((str(verdict["result"]), threads.split(":")[0]))
+            threads = verdict.get("tcg_threads") or {}
+            results.append((str(verdict["result"]), str(threads.get("mode") or "")))
         except (ValueError, KeyError, AttributeError):
             results.append((f"exit {done.returncode}", ""))
         if results[-1][0] in ("accurate", "stale"):

@@ -91,7 +91,7 @@ def print_job(job: JobResult) -> None:
 
     print(f"== kdump-harness run: {job.kernel_release} under {job.accel or '?'}")
     if job.tcg_threads:
-        print(f"TCG threads {job.tcg_threads}")
+        print(f"TCG threads {job.tcg_threads.mode}: {job.tcg_threads.reason}")
     for fault in job.boot_faults:
         print(f"note: {fault}")
     if job.lock_drift:
