@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,11 +85,12 @@ def _runs(evidence: BenchEvidence, values: list[float | None]) -> None:
 
 def test_only_the_outliers_keep_their_evidence(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # mkdtemp caches TMPDIR
     lines: list[str] = []
     with BenchEvidence("boot", lines.append) as evidence:
         _runs(evidence, [5.2, 11.7, 5.0, 5.4])
     root = evidence.root
+    assert root.parent == tmp_path
     assert sorted(p.name for p in root.iterdir()) == ["run-2"]
     record = json.loads((root / "run-2" / "host-load.json").read_text())
     assert record["value"] == 11.7 and "steal" in record and "cpu_wait" in record
@@ -100,11 +102,11 @@ def test_only_the_outliers_keep_their_evidence(tmp_path: Path,
 
 def test_ordinary_runs_leave_nothing_behind(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # mkdtemp caches TMPDIR
     lines: list[str] = []
     with BenchEvidence("crash", lines.append) as evidence:
         _runs(evidence, [3.0, 3.1, 2.9])
-    assert not evidence.root.exists() and lines == []
+    assert not evidence.root.exists() and lines == [] and not list(tmp_path.iterdir())
 
 
 def test_keep_keeps_every_run(tmp_path: Path) -> None:
@@ -118,13 +120,14 @@ def test_keep_keeps_every_run(tmp_path: Path) -> None:
 
 def test_a_run_that_raised_keeps_the_whole_directory(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # mkdtemp caches TMPDIR
     lines: list[str] = []
     with pytest.raises(RuntimeError), BenchEvidence("boot", lines.append) as evidence:
         _runs(evidence, [5.0])
         with evidence.run(2) as run:
             run.workdir.mkdir()
             raise RuntimeError("QEMU exited")
+    assert evidence.root.parent == tmp_path
     assert sorted(p.name for p in evidence.root.iterdir()) == ["run-1", "run-2"]
     assert lines[0].startswith("  run 2 kept: RuntimeError: QEMU exited; host: ")
     assert json.loads((evidence.root / "run-2" / "host-load.json").read_text())[
