@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from harness.errors import KdumpLoadError
 from harness.guest import GuestConfig
+from harness.guest.sockdir import sweep_stale
 
 pytestmark = pytest.mark.guest
 
@@ -132,6 +134,11 @@ def test_no_qemu_survives_sigkill_of_its_runner(guest_image, tmp_path: Path) -> 
         else:
             os.kill(qemu_pid, signal.SIGKILL)
             pytest.fail(f"QEMU {qemu_pid} outlived its SIGKILLed runner")
+        # Its socket directory outlives it, until a harness starts its next guest.
+        left = list(Path(tempfile.gettempdir()).glob(f"kh-{owner.pid}-*"))
+        assert left, "the killed runner's socket directory"
+        assert set(sweep_stale()) >= set(left)
+        assert not any(d.exists() for d in left)
     finally:
         if owner.poll() is None:
             owner.kill()

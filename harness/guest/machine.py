@@ -13,7 +13,6 @@ import logging
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from .process import LIVE, kill_process_group, log_tail
 from .qemu_args import MachineSpec, SnapshotRam, kernel_options, qemu_args, render_command
 from .qmp import Qmp
 from .restore import restore
+from .sockdir import make_sockdir
 from .ssh import CommandResult, GuestSsh, SshKey
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,7 @@ class Guest:
                    incoming: Sequence[str] = ()) -> None:
         """Start QEMU, connect its console and QMP, find its SSH port; ``incoming``: the
         options that make it load a snapshot's state instead of booting."""
-        # Unix socket paths are limited to 108 bytes: keep them out of deep artifact dirs.
-        self._sockdir = Path(tempfile.mkdtemp(prefix="kh-"))
+        self._sockdir = make_sockdir()    # in /tmp: a socket path has at most 108 bytes
         key.save(self.workdir / "ssh-key")
         self._make_disks()
         self.argv = qemu_args(self._spec(key), binary) + list(incoming)
