@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,12 +49,20 @@ def test_your_own_kernel_runs_the_dimm_burst(kdump: Scenario, guest_image,
                                              tmp_path: Path) -> None:
     tree = debian_kernel_as_build_tree(guest_image("trixie"), tmp_path)
     mine = OwnKernel(tree.bzimage, tree.modules)
-    job = kdump.run("trixie", kernel=mine, dimms="8x256M", add_cpus=2)
-    assert job.result is Result.ACCURATE, job.reason
-    assert job.kernel_release == tree.release
     image = guest_image("trixie", kernel=mine)
-    assert image.custom_kernel and image.config_source == str(tree.bzimage.parents[3] / ".config")
-    assert image.module_groups["net"], "virtio_net and its dependencies come from the tree"
+    try:
+        job = kdump.run("trixie", kernel=mine, dimms="8x256M", add_cpus=2)
+        assert job.result is Result.ACCURATE, job.reason
+        assert job.kernel_release == tree.release
+        assert image.custom_kernel
+        assert image.config_source == str(tree.bzimage.parents[3] / ".config")
+        assert image.module_groups["net"], "virtio_net and its dependencies come from the tree"
+    finally:
+        # The tree is this test's own (tmp_path), so is its image: ~110 MiB in the user's
+        # cache every run otherwise, and a snapshot of it under --kh-snapshot.
+        snapshots = image.directory.parent.parent / "snapshots"
+        for directory in [image.directory, *snapshots.glob(f"{image.directory.name}-*")]:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.profile("trixie")
