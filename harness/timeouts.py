@@ -44,6 +44,7 @@ class Timeouts:
     shutdown: float = 10.0
     snapshot_save: float = 20.0    # a stopped guest's RAM and devices written to a file
     snapshot_restore: float = 5.0  # QEMU start to a restored guest running again
+    gauge: float = 10.0            # bench's TCG gauge: its QEMU, start to exit (~0.3 s)
     # One campaign iteration end to end (repro, matrix): a watchdog over the job's own
     # deadlines, for a worker that hangs where no deadline reaches (it is then killed).
     iteration: float = 300.0

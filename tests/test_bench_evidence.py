@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.host_load import HostCounters, HostLoad, HostLoadMeter, yardstick
+from harness.bench.host_load import HostCounters, HostLoad, HostLoadMeter
 from harness.bench.run_evidence import BenchEvidence, outliers
 
 
@@ -54,10 +54,10 @@ def test_a_host_without_pressure_information_says_only_what_it_has(tmp_path: Pat
                             1.0).text() == "no host counters here"
 
 
-def test_the_meter_reads_this_host_and_the_yardstick_takes_time() -> None:
+def test_the_meter_reads_this_host() -> None:
     with HostLoadMeter() as meter:
-        seconds = yardstick(repeats=1)
-    assert meter.load is not None and meter.load.seconds >= seconds > 0
+        sum(range(200_000))
+    assert meter.load is not None and meter.load.seconds > 0
     assert meter.load.major_faults is not None      # every Linux has /proc/vmstat
 
 

@@ -1,6 +1,6 @@
 """What the host did while a benchmark ran: so a slow run or a slow day can be explained.
 
-Two measures, both read by the benchmarks and printed with their numbers:
+Two measures, both printed by the benchmarks with their numbers:
 
 * ``HostLoad``: the host's counters over one run, from ``/proc``.  CPU wait (pressure
   stall information, "some": time any task waited for a core), I/O and memory wait (the
@@ -8,19 +8,18 @@ Two measures, both read by the benchmarks and printed with their numbers:
   others), and pages faulted back in after they were dropped (major faults, working-set
   refaults: on this host DAMON pages out what sat idle for a minute).  Each is ``None``
   where the host kernel does not say (no PSI before 4.20, or ``psi=0``).
-* ``yardstick``: a fixed piece of single-threaded integer work, timed.  This host's speed
-  moves from day to day with little or no steal reported (a tenant on the sibling
-  hyperthread does not count as steal): the yardstick says whether the host itself was
-  faster when two days' benchmark numbers differ.
+* ``gauge_line``: the TCG gauge (``tcg_gauge``), with the host's CPU count and load, for
+  the first line of every benchmark.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from .tcg_gauge import tcg_gauge
 
 _PAGE = 4096
 
@@ -103,26 +102,10 @@ class HostLoadMeter:
                                      time.monotonic() - self._started)
 
 
-def yardstick(repeats: int = 3) -> float:
-    """Median seconds of a fixed single-threaded CPU job (~0.3 s on a fast host)."""
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        _busy_work()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
-def yardstick_line() -> str:
-    return (f"host yardstick {yardstick():.3f} s (a fixed CPU job: compare days whose "
-            f"yardsticks agree), {os.cpu_count()} CPUs, load {_loadavg()}")
-
-
-def _busy_work() -> int:
-    total = 0
-    for i in range(2_000_000):
-        total = (total + i * i) % 1_000_003 if i & 1 else total ^ i
-    return total
+def gauge_line(binary: str) -> str:
+    """The benchmark's first line: how fast TCG runs on this host now, and its load."""
+    return (f"host: TCG gauge {tcg_gauge(binary):.3f} s (a fixed guest program: compare "
+            f"numbers taken when it read alike), {os.cpu_count()} CPUs, load {_loadavg()}")
 
 
 def _psi_some(path: Path) -> float | None:
@@ -161,4 +144,4 @@ def _loadavg() -> str:
         return "?"
 
 
-__all__ = ["HostCounters", "HostLoad", "HostLoadMeter", "yardstick", "yardstick_line"]
+__all__ = ["HostCounters", "HostLoad", "HostLoadMeter", "gauge_line"]

@@ -67,8 +67,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_streams(args)
     from ..api import GuestConfig, build_image
     from ..bench.guest import bench_boot, bench_crash
-    from ..bench.host_load import yardstick_line
+    from ..bench.host_load import gauge_line
     from ..bench.snapshot import bench_restore
+    from ..guest.accel import qemu_binary
     from ..units import parse_size
 
     image = build_image(args.profile)
@@ -79,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     print(f"bench {args.what}: {image.profile} {image.kernel_release}, {args.runs} runs, "
           f"{args.memory} guest", flush=True)
-    print(yardstick_line(), flush=True)
+    print(gauge_line(qemu_binary()), flush=True)
     keep = args.keep
     if args.what == "boot":
         rows = bench_boot(image, args.runs, GuestConfig(memory=memory), report, keep)
@@ -122,8 +123,9 @@ def _bench_audit(image: ImageLike, runs: int,
 
 def _bench_streams(args: argparse.Namespace) -> int:
     """Cold streams, then restored ones (after one untimed run makes the snapshot)."""
-    from ..bench.host_load import yardstick_line
+    from ..bench.host_load import gauge_line
     from ..bench.snapshot import bench_streams
+    from ..guest.accel import qemu_binary
 
     def report(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -131,7 +133,7 @@ def _bench_streams(args: argparse.Namespace) -> int:
     profile = ["--profile", args.profile]
     print(f"bench streams: {args.streams} parallel streams of {args.runs} `run` each, "
           f"{args.profile}", flush=True)
-    print(yardstick_line(), flush=True)
+    print(gauge_line(qemu_binary()), flush=True)
     cold = bench_streams("cold run", profile, args.runs, args.streams, report)
     bench_streams("(making the snapshot)", [*profile, "--snapshot"], 1, 1, report)
     warm = bench_streams("run --snapshot", [*profile, "--snapshot"], args.runs,
