@@ -31,18 +31,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "streams (verified cycles per hour of parallel `run` "
                                    "streams, cold and --snapshot).")
     p.add_argument("what", choices=("boot", "crash", "run", "audit", "images", "vmcore", "swarm",
-                                    "restore", "streams"))
+                                    "restore", "streams", "profile"))
     p.add_argument("--profile", default="trixie")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--mode", default="headers", help="capture mode for 'crash'")
-    p.add_argument("--trigger", default="sysrq", help="panic trigger for 'crash'")
+    p.add_argument("--mode", default="headers", help="capture mode for 'crash' and 'profile'")
+    p.add_argument("--trigger", default="sysrq", help="panic trigger for 'crash' and 'profile'")
     p.add_argument("--memory", default="1G", help="guest memory (crash elf: 1536M)")
     p.add_argument("--snapshot", action="store_true",
-                   help="'run' and 'crash': guests restored from a snapshot")
+                   help="'run', 'crash' and 'profile': guests restored from a snapshot")
     p.add_argument("--streams", type=int, default=2,
                    help="'streams': parallel streams (each runs --runs cycles)")
     p.add_argument("--keep", type=Path, metavar="DIR",
-                   help="boot, crash, run, restore: keep every run's evidence in DIR (by "
+                   help="boot, crash, run, restore, profile: keep every run's evidence in DIR (by "
                         "default only a run that failed or took 1.5x the median or more "
                         "keeps it, in a temporary directory the report names)")
     p.add_argument("--extra", default="", metavar="'OPTIONS'",
@@ -93,6 +93,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench_crash(image, args.runs, config, args.trigger, report, keep)
         targets = {"panic to capture userspace": 3.0, "dump written (headers)": 1.0,
                    "dump written (elf)": 15.0}
+    elif args.what == "profile":
+        return _bench_profile(image, args, memory, report)
     elif args.what == "audit":
         rows = _bench_audit(image, args.runs, report)
         targets = {"live audit round trip": 0.3}
@@ -102,6 +104,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for row in rows:
         print(row.line(target=targets.get(row.name)))
     return 0
+
+
+def _bench_profile(image: ImageLike, args: argparse.Namespace, memory: int,
+                   report: Callable[[str], None]) -> int:
+    from ..api import GuestConfig
+    from ..bench.rip_sampler import INTERVAL, bench_profile
+
+    print(f"instruction pointers sampled every {INTERVAL * 1000:g} ms over QMP (phase "
+          "boundaries within one interval)", flush=True)
+    config = GuestConfig(memory=memory, capture_mode=args.mode, snapshot=args.snapshot)
+    result = bench_profile(image, args.runs, config, args.trigger, report, args.keep)
+    for row in result.rows:
+        print(row.line())
+    if result.functions:
+        print(f"capture kernel, most sampled functions ({result.samples} samples, all runs):")
+        for name, share in result.functions:
+            print(f"  {share * 100:5.1f} %  {name}")
+    else:
+        print("capture kernel functions: no symbols (the guest's /proc/kallsyms shows no "
+              "addresses) or no samples")
+    return 0 if result.rows else 1
 
 
 def _bench_audit(image: ImageLike, runs: int,

@@ -188,15 +188,18 @@ class Qmp:
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
-                timeout: float | None = None) -> Any:
+                timeout: float | None = None, record: bool = True) -> Any:
         """Run one QMP command and return its ``return`` value.
 
         Raises ``QmpError`` naming the command when QEMU rejects it or does not answer,
-        and ``LostVMError`` when the connection is gone.
+        and ``LostVMError`` when the connection is gone.  ``record=False`` keeps a
+        successful command and its reply out of the transcript (a sampler's thousands);
+        failures are recorded all the same.
         """
         if self._closed:
             raise LostVMError(f"QMP is closed; cannot run {command}")
-        self.transcript.record("command", {"execute": command, "arguments": arguments or {}})
+        if record:
+            self.transcript.record("command", {"execute": command, "arguments": arguments or {}})
         started = time.monotonic()
         try:
             result = self._run(self._client.execute(command, arguments), timeout=timeout)
@@ -215,13 +218,16 @@ class Qmp:
             if why:
                 raise LostVMError(f"{why} (during QMP {command})") from exc
             raise LostVMError(f"QMP connection lost during {command}: {exc!r}") from exc
-        self.transcript.record("reply", {"execute": command, "return": result},
-                               elapsed=time.monotonic() - started)
+        if record:
+            self.transcript.record("reply", {"execute": command, "return": result},
+                                   elapsed=time.monotonic() - started)
         return result
 
-    def hmp(self, command_line: str, *, timeout: float | None = None) -> str:
+    def hmp(self, command_line: str, *, timeout: float | None = None,
+            record: bool = True) -> str:
         """Run a human monitor command (only for what QMP lacks, e.g. ``info usernet``)."""
-        out = self.execute("human-monitor-command", {"command-line": command_line}, timeout=timeout)
+        out = self.execute("human-monitor-command", {"command-line": command_line},
+                           timeout=timeout, record=record)
         return str(out)
 
     def listen(self, *names: str) -> _ListenContext:
