@@ -90,7 +90,8 @@ class KexecLayout:
 def hashed_bytes(dmesg: str) -> int | None:
     """Bytes purgatory hashes at the panic (None: the segments are not logged): every
     segment's memsz but purgatory's own and the ELF headers' (kexec_file.c skips both; the
-    headers since CONFIG_CRASH_HOTPLUG).  The last load's segments are the ones in place."""
+    headers only with CONFIG_CRASH_HOTPLUG, which every profile's kernel has: without it
+    they are hashed too, ~1 MiB).  The last load's segments are the ones in place."""
     loads = dmesg.split("kexec_file: nr_segments")
     if len(loads) < 2:
         return None
