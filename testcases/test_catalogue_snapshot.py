@@ -13,11 +13,14 @@ restored from one snapshot part ways).
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.api import JobResult
+from harness.guest.snapshot import USED_FILE, last_used
 from harness.plugin.scenario import Scenario
 from harness.results import Result
 
@@ -51,6 +54,7 @@ def assert_same(cold: JobResult, restored: JobResult) -> None:
 
 @pytest.mark.profile("trixie")
 def test_a_dimm_burst_is_accurate_cold_and_restored(kdump: Scenario) -> None:
+    started = time.time()
     cold, restored = cold_and_restored(kdump, "trixie", dimms="8x256M", add_cpus=2)
     assert cold.result is Result.ACCURATE, cold.reason
     assert_same(cold, restored)
@@ -62,6 +66,10 @@ def test_a_dimm_burst_is_accurate_cold_and_restored(kdump: Scenario) -> None:
     record = json.loads((restored.run_dir / "verdict.json").read_text())
     assert ready["restored_from"] == record["snapshot"] and "clock_offset" in ready
     assert (restored.run_dir / "console-boot.log").stat().st_size > 0
+    # The restore was noted: what `images prune --unused-for` goes by.
+    assert restored.snapshot is not None
+    used = Path(restored.snapshot) / USED_FILE
+    assert used.stat().st_mtime >= started - 1 and last_used(used.parent) == used.stat().st_mtime
 
 
 @pytest.mark.profile("bookworm")

@@ -248,6 +248,40 @@ def test_prune_removes_snapshots_of_gone_images_other_qemus_formats_and_torn_bui
     assert sorted(p.name for p in root.iterdir()) == ["kept", "young-torn"]
 
 
+def test_prune_unused_for_goes_by_the_last_restore_else_the_making(tmp_path: Path) -> None:
+    import os
+    import time
+
+    image_dir = tmp_path / "images" / "trixie-cloud-aaaa"
+    image_dir.mkdir(parents=True)
+    root = tmp_path / "snapshots"
+    mine = replace(key(tmp_path), image=image_dir.name)
+    for name in ("restored-lately", "made-lately", "stale"):
+        write_snapshot(root / name, replace(mine, config={"name": name}))
+    ten_days_ago = time.time() - 10 * 86400
+    for name in ("restored-lately", "stale"):
+        os.utime(root / name / RECORD_FILE, (ten_days_ago, ten_days_ago))
+    snap_mod.mark_used(root / "restored-lately")
+    assert snap_mod.last_used(root / "stale") == pytest.approx(ten_days_ago)
+    # Without --unused-for all three are restorable, so all three stay.
+    assert snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", dry_run=True) == []
+    removed = snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64",
+                                       unused_for=7 * 86400)
+    assert [d.name for d, _ in removed] == ["stale"]
+    assert sorted(p.name for p in root.iterdir()) == ["made-lately", "restored-lately"]
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "soon", "inf", "nan"])
+def test_prune_refuses_a_bad_number_of_days(text: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["images", "prune", "--unused-for", text, "--dry-run"])
+    assert exit_.value.code == 2
+    assert "not a positive number of days" in capsys.readouterr().err
+
+
 def test_the_observation_before_a_panic_brings_the_guests_clock_offset_up_to_date() -> None:
     from harness.topology import Topology, live
 

@@ -52,10 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                           "of each Debian profile and flavour (builder, "
                                           "rootfs and lock changes leave old ones behind, "
                                           "~100 MiB each), and the guest snapshots of "
-                                          "images gone or of another QEMU build. "
+                                          "images gone or of another QEMU build "
+                                          "(with --unused-for, also those not used "
+                                          "for that long). "
                                           "Downloaded packages stay.")
     prune.add_argument("--keep-custom", action="store_true",
                        help="keep images of your own kernels too")
+    prune.add_argument("--unused-for", type=_days, metavar="DAYS",
+                       help="also remove snapshots not restored (nor made) for DAYS days: "
+                            "those of configurations no test uses any more")
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
     prune.set_defaults(func=cmd_prune)
 
@@ -190,6 +195,16 @@ def cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of days")
+    return days
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..guest.accel import qemu_binary
     from ..guest.snapshot import prune_snapshots
@@ -201,8 +216,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"{verb} {directory} ({_mib(size)})")
     print(f"{verb} {len(removed)} image(s), {_mib(sum(size for _, size in removed))}")
     # Snapshots of those images, or of another QEMU build, can never be restored.
+    unused_for = args.unused_for * 86400 if args.unused_for is not None else None
     snapshots = prune_snapshots(binary=qemu_binary(), dry_run=args.dry_run,
-                                gone_images={directory for directory, _ in removed})
+                                gone_images={directory for directory, _ in removed},
+                                unused_for=unused_for)
     for directory, size in snapshots:
         print(f"{verb} {directory} ({_mib(size)})")
     print(f"{verb} {len(snapshots)} snapshot(s), {_mib(sum(size for _, size in snapshots))}")

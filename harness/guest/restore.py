@@ -35,7 +35,7 @@ from .boot import write_readiness
 from .config import Readiness
 from .process import log_tail
 from .qemu_args import SnapshotRam
-from .snapshot import CAPABILITIES, Snapshot, ensure_snapshot, wait_migration
+from .snapshot import CAPABILITIES, Snapshot, ensure_snapshot, mark_used, wait_migration
 from .ssh import SshKey
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ def restore(guest: Guest, binary: str) -> None:
     guest.times.ssh_ready = time.monotonic() - guest.launched_at
     check_restored(guest, snap, _console_answer(guest, asked, t.ssh_connect))
     guest.times.kdump_ready = time.monotonic() - guest.launched_at
+    mark_used(snap.directory)
     guest.booted_mark = guest.console.mark()
     # The evidence of the boot this guest did not do here: the snapshot's.
     shutil.copyfile(snap.directory / "console-boot.log", guest.workdir / "console-boot.log")
