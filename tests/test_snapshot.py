@@ -269,6 +269,13 @@ def test_prune_unused_for_goes_by_the_last_restore_else_the_making(tmp_path: Pat
                                        unused_for=7 * 86400)
     assert [d.name for d, _ in removed] == ["stale"]
     assert sorted(p.name for p in root.iterdir()) == ["made-lately", "restored-lately"]
+    # A torn build keeps its hour of grace (it may still be running), however short
+    # --unused-for is.
+    (root / "torn").mkdir()
+    forty_minutes_ago = time.time() - 40 * 60
+    os.utime(root / "torn", (forty_minutes_ago, forty_minutes_ago))
+    removed = snap_mod.prune_snapshots(tmp_path, binary="qemu-system-x86_64", unused_for=60)
+    assert removed == [] and (root / "torn").is_dir()
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "soon", "inf", "nan"])

@@ -326,13 +326,12 @@ def mark_used(directory: Path) -> None:
 
 
 def last_used(directory: Path) -> float:
-    """When the snapshot was last restored, else made (host wall clock)."""
-    for name in (USED_FILE, RECORD_FILE):
-        try:
-            return (directory / name).stat().st_mtime
-        except OSError:
-            continue
-    return directory.stat().st_mtime
+    """When the snapshot was last restored, else made (host wall clock; ``OSError`` for a
+    torn one, which has neither file)."""
+    try:
+        return (directory / USED_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return (directory / RECORD_FILE).stat().st_mtime
 
 
 def prune_snapshots(cache_dir: Path | None = None, *, binary: str | None = None,
@@ -358,11 +357,11 @@ def prune_snapshots(cache_dir: Path | None = None, *, binary: str | None = None,
                 image, made_by = images / data["key"]["image"], data["key"]["qemu"]
                 keep = (image.is_dir() and image not in gone_images
                         and data["key"].get("format", 1) == SNAPSHOT_FORMAT
-                        and (qemu is None or made_by == qemu))
+                        and (qemu is None or made_by == qemu)
+                        and (unused_for is None
+                             or time.time() - last_used(directory) < unused_for))
             except (OSError, ValueError, KeyError, TypeError):
                 keep = time.time() - directory.stat().st_mtime < 3600
-            if keep and unused_for is not None:
-                keep = time.time() - last_used(directory) < unused_for
             if keep:
                 continue
             size = sum(f.stat().st_blocks * 512 for f in directory.rglob("*") if f.is_file())
