@@ -48,6 +48,8 @@ _SEGMENT = re.compile(r"kexec-bzImage64: Loaded (purgatory|64bit kernel) at 0x([
                       r"(?: bufsz=0x[0-9a-f]+ memsz=0x([0-9a-f]+))?$", re.M)
 _SEGMENT_SIZES = re.compile(r"kexec_file: segment\[\d+\]: .* mem=0x([0-9a-f]+) "
                             r"memsz=0x([0-9a-f]+)$", re.M)
+#: kallsyms types of code: global and local text, weak symbols.
+_TEXT_SYMBOL_TYPES = frozenset("tTwW")
 _RIP = re.compile(r"\bRIP=([0-9a-f]{16})\b")
 
 
@@ -185,7 +187,7 @@ class Symbols:
         entries = []
         for line in text.splitlines():
             fields = line.split()
-            if len(fields) >= 3 and fields[1] in "tTwW" and len(fields[1]) == 1:
+            if len(fields) >= 3 and fields[1] in _TEXT_SYMBOL_TYPES:
                 address = int(fields[0], 16)
                 if address:
                     entries.append((address, fields[2]))
